@@ -1,0 +1,3 @@
+module github.com/countymcc/mcc/gateway
+
+go 1.26
