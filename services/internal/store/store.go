@@ -29,6 +29,11 @@ var (
 	ErrConflict = errors.New("version conflict")
 	// ErrClosed reports a call on a closed store.
 	ErrClosed = errors.New("store closed")
+	// ErrUnavailable reports that the backend could not be reached, or could
+	// not confirm durability (for example too few Redis replicas acknowledged
+	// a write). The outcome of a write that fails this way is unknown, so
+	// callers retry it with the same request_id.
+	ErrUnavailable = errors.New("store unavailable")
 )
 
 // Partition names a group of keys that can change together in one Txn, and
