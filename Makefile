@@ -26,6 +26,8 @@ BUF := $(TOOLS_BIN)/buf
 GOOGLEAPIS_MODULE := github.com/grpc-ecosystem/grpc-gateway@v1.16.0
 PROTOVALIDATE_MODULE := github.com/bufbuild/protovalidate@v1.2.2
 THIRD_PARTY := proto/third_party
+# BUF_OWN limits buf format to our own protos.
+BUF_OWN := --path proto/mcc
 
 .PHONY: help
 help: ## Show this help.
@@ -68,19 +70,19 @@ third-party: ## Copy google/api and buf/validate protos from pinned Go modules.
 .PHONY: generate
 generate: tools third-party ## Regenerate Go, gRPC, gateway and OpenAPI code from proto/.
 	find proto/mcc \( -name '*.pb.go' -o -name '*.pb.gw.go' \) -delete
-	$(BUF) format -w
+	$(BUF) format -w $(BUF_OWN)
 	$(BUF) generate
 
 .PHONY: check-generate
-check-generate: generate ## Fail if the committed generated code differs from a fresh generation.
-	@if [ -n "$$(git status --porcelain -- proto buf.yaml buf.gen.yaml)" ]; then \
-		git status --porcelain -- proto; git --no-pager diff --stat -- proto; \
+check-generate: generate ## Fail if generation changes any file under proto/ (compared with the git index).
+	@if ! git diff --quiet -- proto || [ -n "$$(git ls-files --others --exclude-standard -- proto)" ]; then \
+		git --no-pager diff --stat -- proto; git ls-files --others --exclude-standard -- proto; \
 		echo "generated code is stale: run 'make generate' and commit" >&2; exit 1; fi
 
 .PHONY: lint
 lint: tools third-party ## Run buf lint, buf format, gofmt and go vet.
 	$(BUF) lint
-	$(BUF) format --diff --exit-code
+	$(BUF) format --diff --exit-code $(BUF_OWN)
 	@out=$$(gofmt -l proto services gateway); if [ -n "$$out" ]; then echo "gofmt needed:" >&2; echo "$$out" >&2; exit 1; fi
 	$(GO) vet $(MODULES)
 

@@ -32,8 +32,9 @@ type Facility struct {
 	// Name is the resource name, `facilities/{facility_id}`. Output only.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// DisplayName is the facility's official name, for example 乌拉特中旗人民医院.
+	// Required on create.
 	DisplayName string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
-	// Level is the facility's tier.
+	// Level is the facility's tier. Required on create.
 	Level v1.FacilityLevel `protobuf:"varint,3,opt,name=level,proto3,enum=mcc.type.v1.FacilityLevel" json:"level,omitempty"`
 	// Community is the ID of the medical community the facility belongs to.
 	// Output only: it is always the caller's community.
@@ -552,7 +553,9 @@ type UpdateFacilityRequest struct {
 	// Facility carries the name of the facility to change and the new values.
 	Facility *Facility `protobuf:"bytes,1,opt,name=facility,proto3" json:"facility,omitempty"`
 	// UpdateMask lists the fields to change: display_name, level, parent,
-	// centers, active. An empty mask changes all of them.
+	// centers, active. An empty mask changes all of them. Fields outside the
+	// mask are ignored, so a partial update only needs the name, the etag and
+	// the masked fields.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -653,11 +656,13 @@ type Practitioner struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Name is the resource name, `practitioners/{practitioner_id}`. Output only.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// DisplayName is the practitioner's name.
+	// DisplayName is the practitioner's name. Required on create.
 	DisplayName string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
 	// Facility is the resource name of the facility the practitioner works at.
+	// Required on create.
 	Facility string `protobuf:"bytes,3,opt,name=facility,proto3" json:"facility,omitempty"`
-	// Roles are the practitioner's roles at that facility.
+	// Roles are the practitioner's roles at that facility. At least one is
+	// required on create.
 	Roles []v1.Role `protobuf:"varint,4,rep,packed,name=roles,proto3,enum=mcc.type.v1.Role" json:"roles,omitempty"`
 	// Active is false for a practitioner who has left.
 	Active bool `protobuf:"varint,5,opt,name=active,proto3" json:"active,omitempty"`
@@ -2006,13 +2011,11 @@ var File_mcc_directory_v1_directory_proto protoreflect.FileDescriptor
 
 const file_mcc_directory_v1_directory_proto_rawDesc = "" +
 	"\n" +
-	" mcc/directory/v1/directory.proto\x12\x10mcc.directory.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17mcc/type/v1/event.proto\x1a\x1amcc/type/v1/identity.proto\"\xe5\x03\n" +
+	" mcc/directory/v1/directory.proto\x12\x10mcc.directory.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17mcc/type/v1/event.proto\x1a\x1amcc/type/v1/identity.proto\"\xe4\x03\n" +
 	"\bFacility\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
-	"\fdisplay_name\x18\x02 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\vdisplayName\x12<\n" +
-	"\x05level\x18\x03 \x01(\x0e2\x1a.mcc.type.v1.FacilityLevelB\n" +
-	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x05level\x12\x1c\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	"\fdisplay_name\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\x18\xc8\x01R\vdisplayName\x12:\n" +
+	"\x05level\x18\x03 \x01(\x0e2\x1a.mcc.type.v1.FacilityLevelB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05level\x12\x1c\n" +
 	"\tcommunity\x18\x04 \x01(\tR\tcommunity\x12C\n" +
 	"\x06parent\x18\x05 \x01(\tB+\xbaH(r&2$^(facilities/[a-z][a-z0-9-]{1,62})?$R\x06parent\x12F\n" +
 	"\acenters\x18\x06 \x03(\v2\".mcc.directory.v1.CenterAssignmentB\b\xbaH\x05\x92\x01\x02\x10\x05R\acenters\x12\x16\n" +
@@ -2026,11 +2029,13 @@ const file_mcc_directory_v1_directory_proto_rawDesc = "" +
 	"\x10CenterAssignment\x127\n" +
 	"\x06center\x18\x01 \x01(\x0e2\x13.mcc.type.v1.CenterB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06center\x12D\n" +
-	"\bfacility\x18\x02 \x01(\tB(\xbaH%r#2!^facilities/[a-z][a-z0-9-]{1,62}$R\bfacility\"\xd7\x01\n" +
+	"\bfacility\x18\x02 \x01(\tB(\xbaH%r#2!^facilities/[a-z][a-z0-9-]{1,62}$R\bfacility\"\xde\x02\n" +
 	"\x15CreateFacilityRequest\x12>\n" +
 	"\vfacility_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9-]{1,62}$R\n" +
-	"facilityId\x12>\n" +
-	"\bfacility\x18\x02 \x01(\v2\x1a.mcc.directory.v1.FacilityB\x06\xbaH\x03\xc8\x01\x01R\bfacility\x12>\n" +
+	"facilityId\x12\xc4\x01\n" +
+	"\bfacility\x18\x02 \x01(\v2\x1a.mcc.directory.v1.FacilityB\x8b\x01\xbaH\x87\x01\xba\x01J\n" +
+	"\x15facility.display_name\x12\x18display_name is required\x1a\x17this.display_name != ''\xba\x014\n" +
+	"\x0efacility.level\x12\x11level is required\x1a\x0fthis.level != 0\xc8\x01\x01R\bfacility\x12>\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[A-Za-z0-9._:-]{0,128}$R\trequestId\"P\n" +
 	"\x16CreateFacilityResponse\x126\n" +
@@ -2057,12 +2062,13 @@ const file_mcc_directory_v1_directory_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"P\n" +
 	"\x16UpdateFacilityResponse\x126\n" +
-	"\bfacility\x18\x01 \x01(\v2\x1a.mcc.directory.v1.FacilityR\bfacility\"\x87\x03\n" +
+	"\bfacility\x18\x01 \x01(\v2\x1a.mcc.directory.v1.FacilityR\bfacility\"\x89\x03\n" +
 	"\fPractitioner\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
-	"\fdisplay_name\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18dR\vdisplayName\x12D\n" +
-	"\bfacility\x18\x03 \x01(\tB(\xbaH%r#2!^facilities/[a-z][a-z0-9-]{1,62}$R\bfacility\x12@\n" +
-	"\x05roles\x18\x04 \x03(\x0e2\x11.mcc.type.v1.RoleB\x17\xbaH\x14\x92\x01\x11\b\x01\x10\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
+	"\fdisplay_name\x18\x02 \x01(\tB\n" +
+	"\xbaH\a\xd8\x01\x01r\x02\x18dR\vdisplayName\x12G\n" +
+	"\bfacility\x18\x03 \x01(\tB+\xbaH(r&2$^(facilities/[a-z][a-z0-9-]{1,62})?$R\bfacility\x12>\n" +
+	"\x05roles\x18\x04 \x03(\x0e2\x11.mcc.type.v1.RoleB\x15\xbaH\x12\x92\x01\x0f\x10\n" +
 	"\x18\x01\"\t\x82\x01\x06\x10\x01 \x00 \n" +
 	"R\x05roles\x12\x16\n" +
 	"\x06active\x18\x05 \x01(\bR\x06active\x12;\n" +
@@ -2070,10 +2076,13 @@ const file_mcc_directory_v1_directory_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x1b\n" +
-	"\x04etag\x18\b \x01(\tB\a\xbaH\x04r\x02\x18@R\x04etag\"\xf5\x01\n" +
+	"\x04etag\x18\b \x01(\tB\a\xbaH\x04r\x02\x18@R\x04etag\"\xdb\x03\n" +
 	"\x19CreatePractitionerRequest\x12L\n" +
-	"\x0fpractitioner_id\x18\x01 \x01(\tB#\xbaH r\x1e2\x1c^([a-z0-9][a-z0-9-]{1,62})?$R\x0epractitionerId\x12J\n" +
-	"\fpractitioner\x18\x02 \x01(\v2\x1e.mcc.directory.v1.PractitionerB\x06\xbaH\x03\xc8\x01\x01R\fpractitioner\x12>\n" +
+	"\x0fpractitioner_id\x18\x01 \x01(\tB#\xbaH r\x1e2\x1c^([a-z0-9][a-z0-9-]{1,62})?$R\x0epractitionerId\x12\xaf\x02\n" +
+	"\fpractitioner\x18\x02 \x01(\v2\x1e.mcc.directory.v1.PractitionerB\xea\x01\xbaH\xe6\x01\xba\x01N\n" +
+	"\x19practitioner.display_name\x12\x18display_name is required\x1a\x17this.display_name != ''\xba\x01B\n" +
+	"\x15practitioner.facility\x12\x14facility is required\x1a\x13this.facility != ''\xba\x01J\n" +
+	"\x12practitioner.roles\x12\x1dat least one role is required\x1a\x15this.roles.size() > 0\xc8\x01\x01R\fpractitioner\x12>\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[A-Za-z0-9._:-]{0,128}$R\trequestId\"`\n" +
 	"\x1aCreatePractitionerResponse\x12B\n" +

@@ -77,8 +77,8 @@ type DirectoryServiceClient interface {
 	// GetPatient returns a patient linked to the caller's facility. Other
 	// patients are reported as NOT_FOUND.
 	GetPatient(ctx context.Context, in *GetPatientRequest, opts ...grpc.CallOption) (*GetPatientResponse, error)
-	// ListPatients lists the patients linked to the caller's facility, newest
-	// registration first. Administrators see the whole community.
+	// ListPatients lists the patients linked to the caller's facility, in
+	// registration order. Administrators see the whole community.
 	ListPatients(ctx context.Context, in *ListPatientsRequest, opts ...grpc.CallOption) (*ListPatientsResponse, error)
 	// ListEvents returns a page of the directory's change feed after a cursor.
 	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
@@ -287,8 +287,8 @@ type DirectoryServiceServer interface {
 	// GetPatient returns a patient linked to the caller's facility. Other
 	// patients are reported as NOT_FOUND.
 	GetPatient(context.Context, *GetPatientRequest) (*GetPatientResponse, error)
-	// ListPatients lists the patients linked to the caller's facility, newest
-	// registration first. Administrators see the whole community.
+	// ListPatients lists the patients linked to the caller's facility, in
+	// registration order. Administrators see the whole community.
 	ListPatients(context.Context, *ListPatientsRequest) (*ListPatientsResponse, error)
 	// ListEvents returns a page of the directory's change feed after a cursor.
 	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
