@@ -1,0 +1,192 @@
+package auth
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+
+	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
+	"github.com/countymcc/mcc/services/internal/platform/apierr"
+	"github.com/countymcc/mcc/services/internal/platform/clock"
+	"github.com/countymcc/mcc/services/internal/platform/keyfile"
+	"github.com/countymcc/mcc/services/internal/store"
+)
+
+// Issuer and Audience are the iss and aud of every MCC token. A token meant
+// for another system is refused even if it were signed with our key.
+const (
+	Issuer   = "mcc"
+	Audience = "mcc"
+)
+
+// signingKeyType is the PEM block type of the signing key file (PKCS #8, as
+// openssl writes it).
+const signingKeyType = "PRIVATE KEY"
+
+// claims is the JWT payload.
+type claims struct {
+	jwt.RegisteredClaims
+	Community string   `json:"community"`
+	Facility  string   `json:"facility"`
+	Roles     []string `json:"roles"`
+}
+
+// Keys signs and verifies tokens. It signs with one key and verifies with
+// that key and any previous ones, so tokens survive a key rotation until they
+// expire.
+type Keys struct {
+	signing ed25519.PrivateKey
+	kid     string
+	verify  map[string]ed25519.PublicKey
+	clock   clock.Clock
+}
+
+// NewKeys returns Keys that sign with key and also accept tokens signed by
+// the previous keys.
+func NewKeys(key ed25519.PrivateKey, clk clock.Clock, previous ...ed25519.PublicKey) *Keys {
+	pub := key.Public().(ed25519.PublicKey)
+	k := &Keys{signing: key, kid: KeyID(pub), verify: map[string]ed25519.PublicKey{}, clock: clk}
+	k.verify[k.kid] = pub
+	for _, p := range previous {
+		k.verify[KeyID(p)] = p
+	}
+	return k
+}
+
+// LoadKeys reads the signing key at path. If the file does not exist and
+// create is true, it generates one; created reports that.
+func LoadKeys(path string, create bool, clk clock.Clock) (keys *Keys, created bool, err error) {
+	var gen func() ([]byte, error)
+	if create {
+		gen = func() ([]byte, error) {
+			_, priv, err := ed25519.GenerateKey(rand.Reader)
+			if err != nil {
+				return nil, err
+			}
+			return x509.MarshalPKCS8PrivateKey(priv)
+		}
+	}
+	der, created, err := keyfile.LoadOrCreate(path, signingKeyType, gen)
+	if err != nil {
+		return nil, false, fmt.Errorf("signing key: %w", err)
+	}
+	parsed, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, false, fmt.Errorf("signing key %s: %w", path, err)
+	}
+	priv, ok := parsed.(ed25519.PrivateKey)
+	if !ok {
+		return nil, false, fmt.Errorf("signing key %s: not an Ed25519 key", path)
+	}
+	return NewKeys(priv, clk), created, nil
+}
+
+// KeyID is the kid of a public key: the start of its SHA-256, base64url.
+func KeyID(pub ed25519.PublicKey) string {
+	sum := sha256.Sum256(pub)
+	return base64.RawURLEncoding.EncodeToString(sum[:12])
+}
+
+// Issue returns a signed token for c, valid for ttl from now.
+func (k *Keys) Issue(c Caller, ttl time.Duration) (string, error) {
+	if c.Community == "" || c.Facility == "" || len(c.Roles) == 0 {
+		return "", errors.New("a token needs a community, a facility and at least one role")
+	}
+	now := k.clock.Now()
+	roles := make([]string, len(c.Roles))
+	for i, r := range c.Roles {
+		roles[i] = RoleName(r)
+	}
+	id := c.TokenID
+	if id == "" {
+		id = uuid.NewString()
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    Issuer,
+			Subject:   c.Subject,
+			Audience:  jwt.ClaimStrings{Audience},
+			IssuedAt:  jwt.NewNumericDate(now),
+			NotBefore: jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+			ID:        id,
+		},
+		Community: c.Community,
+		Facility:  c.Facility,
+		Roles:     roles,
+	})
+	tok.Header["kid"] = k.kid
+	return tok.SignedString(k.signing)
+}
+
+// Verify checks a token's signature, issuer, audience and validity period,
+// and returns its caller. Every failure wraps apierr.ErrUnauthenticated.
+func (k *Keys) Verify(token string) (Caller, error) {
+	var cl claims
+	_, err := jwt.ParseWithClaims(token, &cl, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		pub, ok := k.verify[kid]
+		if !ok {
+			return nil, fmt.Errorf("unknown key id %q", kid)
+		}
+		return pub, nil
+	},
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithIssuer(Issuer),
+		jwt.WithAudience(Audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithTimeFunc(k.clock.Now),
+	)
+	if err != nil {
+		return Caller{}, fmt.Errorf("%w: %s", apierr.ErrUnauthenticated, describe(err))
+	}
+	c := Caller{Subject: cl.Subject, Community: cl.Community, Facility: cl.Facility, TokenID: cl.ID}
+	if store.Partition(c.Community).Validate() != nil || !strings.HasPrefix(c.Facility, "facilities/") || len(cl.Roles) == 0 {
+		return Caller{}, fmt.Errorf("%w: token lacks a valid community, facility or roles", apierr.ErrUnauthenticated)
+	}
+	for _, r := range cl.Roles {
+		role, err := ParseRole(r)
+		if err != nil {
+			return Caller{}, fmt.Errorf("%w: %v", apierr.ErrUnauthenticated, err)
+		}
+		c.Roles = append(c.Roles, role)
+	}
+	return c, nil
+}
+
+// describe turns a jwt error into a short reason that is safe to return to
+// the caller.
+func describe(err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "token expired"
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "token not valid yet"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return "token is for another audience"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "token from another issuer"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "token signature invalid"
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return "token malformed"
+	default:
+		return "token invalid"
+	}
+}
+
+// ServiceCaller is the identity MCC's own services use when they call each
+// other: the service role in community, acting for facility.
+func ServiceCaller(community, facility, service string) Caller {
+	return Caller{Subject: "service:" + service, Community: community, Facility: facility, Roles: []typev1.Role{typev1.Role_ROLE_SERVICE}}
+}

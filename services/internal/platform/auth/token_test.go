@@ -1,0 +1,149 @@
+package auth
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
+	"github.com/countymcc/mcc/services/internal/platform/apierr"
+	"github.com/countymcc/mcc/services/internal/platform/clock"
+)
+
+var now = time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+
+func newKeys(t *testing.T, clk clock.Clock, previous ...ed25519.PublicKey) (*Keys, ed25519.PrivateKey) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewKeys(priv, clk, previous...), priv
+}
+
+var clinic = Caller{Subject: "doc", Community: "urad", Facility: "facilities/dls", Roles: []typev1.Role{typev1.Role_ROLE_CLINICIAN}}
+
+func TestIssueAndVerify(t *testing.T) {
+	clk := clock.NewManual(now)
+	keys, _ := newKeys(t, clk)
+	tok, err := keys.Issue(clinic, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := keys.Verify(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Subject != "doc" || got.Community != "urad" || got.Facility != "facilities/dls" || !got.Has(typev1.Role_ROLE_CLINICIAN) || got.TokenID == "" {
+		t.Errorf("verified caller %+v", got)
+	}
+	clk.Advance(time.Hour + time.Second)
+	if _, err := keys.Verify(tok); !errors.Is(err, apierr.ErrUnauthenticated) || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("expired token: %v", err)
+	}
+}
+
+func TestVerifyRefusesForgeries(t *testing.T) {
+	clk := clock.NewManual(now)
+	keys, priv := newKeys(t, clk)
+	other, _ := newKeys(t, clk)
+	pub := priv.Public().(ed25519.PublicKey)
+	valid := claims{
+		RegisteredClaims: jwt.RegisteredClaims{Issuer: Issuer, Audience: jwt.ClaimStrings{Audience}, Subject: "x",
+			IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))},
+		Community: "urad", Facility: "facilities/dls", Roles: []string{"admin"},
+	}
+	sign := func(method jwt.SigningMethod, key any, c claims, kid string) string {
+		tok := jwt.NewWithClaims(method, c)
+		if kid != "" {
+			tok.Header["kid"] = kid
+		}
+		s, err := tok.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	with := func(edit func(*claims)) claims {
+		c := valid
+		edit(&c)
+		return c
+	}
+	otherTok, _ := other.Issue(clinic, time.Hour)
+	tests := map[string]string{
+		"alg none":                        sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, valid, keys.kid),
+		"HS256 keyed with the public key": sign(jwt.SigningMethodHS256, []byte(pub), valid, keys.kid),
+		"another community's key":         otherTok,
+		"unknown kid":                     sign(jwt.SigningMethodEdDSA, priv, valid, "nope"),
+		"wrong audience":                  sign(jwt.SigningMethodEdDSA, priv, with(func(c *claims) { c.Audience = jwt.ClaimStrings{"other"} }), keys.kid),
+		"wrong issuer":                    sign(jwt.SigningMethodEdDSA, priv, with(func(c *claims) { c.Issuer = "evil" }), keys.kid),
+		"not valid yet":                   sign(jwt.SigningMethodEdDSA, priv, with(func(c *claims) { c.NotBefore = jwt.NewNumericDate(now.Add(time.Hour)) }), keys.kid),
+		"no expiry":                       sign(jwt.SigningMethodEdDSA, priv, with(func(c *claims) { c.ExpiresAt = nil }), keys.kid),
+		"no community":                    sign(jwt.SigningMethodEdDSA, priv, with(func(c *claims) { c.Community = "" }), keys.kid),
+		"bad community":                   sign(jwt.SigningMethodEdDSA, priv, with(func(c *claims) { c.Community = "{a}" }), keys.kid),
+		"unknown role":                    sign(jwt.SigningMethodEdDSA, priv, with(func(c *claims) { c.Roles = []string{"superuser"} }), keys.kid),
+		"garbage":                         "a.b.c",
+	}
+	for name, tok := range tests {
+		t.Run(name, func(t *testing.T) {
+			if c, err := keys.Verify(tok); !errors.Is(err, apierr.ErrUnauthenticated) {
+				t.Errorf("accepted: %+v, %v", c, err)
+			}
+		})
+	}
+	if _, err := keys.Verify(sign(jwt.SigningMethodEdDSA, priv, valid, keys.kid)); err != nil {
+		t.Errorf("the valid control token was refused: %v", err)
+	}
+}
+
+func TestRotationAcceptsThePreviousKey(t *testing.T) {
+	clk := clock.NewManual(now)
+	old, oldPriv := newKeys(t, clk)
+	tok, _ := old.Issue(clinic, time.Hour)
+	rotated, _ := newKeys(t, clk, oldPriv.Public().(ed25519.PublicKey))
+	if _, err := rotated.Verify(tok); err != nil {
+		t.Errorf("token of the previous key refused after rotation: %v", err)
+	}
+	fresh, _ := newKeys(t, clk)
+	if _, err := fresh.Verify(tok); err == nil {
+		t.Error("token accepted by keys that do not list its key")
+	}
+}
+
+func TestLoadKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "signing.key")
+	if _, _, err := LoadKeys(path, false, clock.System{}); err == nil {
+		t.Fatal("loaded a missing key without create")
+	}
+	k1, created, err := LoadKeys(path, true, clock.System{})
+	if err != nil || !created {
+		t.Fatalf("create: %v %v", created, err)
+	}
+	k2, created, err := LoadKeys(path, true, clock.System{})
+	if err != nil || created {
+		t.Fatalf("reload: %v %v", created, err)
+	}
+	tok, _ := k1.Issue(clinic, time.Hour)
+	if _, err := k2.Verify(tok); err != nil {
+		t.Errorf("reloaded key does not verify: %v", err)
+	}
+}
+
+func TestParseRole(t *testing.T) {
+	for in, want := range map[string]typev1.Role{"clinician": typev1.Role_ROLE_CLINICIAN, "LAB_TECHNOLOGIST": typev1.Role_ROLE_LAB_TECHNOLOGIST, "ROLE_ADMIN": typev1.Role_ROLE_ADMIN} {
+		if got, err := ParseRole(in); err != nil || got != want {
+			t.Errorf("ParseRole(%q) = %v, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "unspecified", "root"} {
+		if _, err := ParseRole(bad); err == nil {
+			t.Errorf("ParseRole(%q) accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,154 @@
+// Package server builds the gRPC server every MCC service runs on, with the
+// same interceptors, limits and health reporting everywhere.
+package server
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"buf.build/go/protovalidate"
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	protovalidatemw "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/protovalidate"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/countymcc/mcc/services/internal/platform/apierr"
+	"github.com/countymcc/mcc/services/internal/platform/auth"
+	"github.com/countymcc/mcc/services/internal/platform/telemetry"
+)
+
+// Config holds the limits of the gRPC server.
+type Config struct {
+	// MaxRecvMsgBytes caps the size of one request message.
+	MaxRecvMsgBytes int
+	// MaxConcurrentStreams caps the concurrent calls on one connection.
+	MaxConcurrentStreams uint
+	// MaxDeadline caps how long a unary call may run, whatever deadline the
+	// client asked for (or none). Streams are not capped: they are watches.
+	MaxDeadline time.Duration
+	// KeepaliveMinTime is the shortest keepalive ping interval a client may
+	// use; faster pingers are disconnected.
+	KeepaliveMinTime time.Duration
+}
+
+// RegisterFlags registers the server flags with their defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.IntVar(&c.MaxRecvMsgBytes, "grpc.max-recv-msg-bytes", 8<<20, "largest gRPC request message accepted, in bytes")
+	fs.UintVar(&c.MaxConcurrentStreams, "grpc.max-concurrent-streams", 1024, "most concurrent calls on one gRPC connection")
+	fs.DurationVar(&c.MaxDeadline, "grpc.max-deadline", 30*time.Second, "longest time a unary gRPC call may run")
+	fs.DurationVar(&c.KeepaliveMinTime, "grpc.keepalive-min-time", 10*time.Second, "shortest keepalive ping interval allowed to clients")
+}
+
+// Deps are what the server needs from the rest of the process.
+type Deps struct {
+	Logger         *slog.Logger
+	Keys           *auth.Keys
+	Policy         auth.Policy
+	TracerProvider trace.TracerProvider
+	// Metrics, if not nil, records RED metrics per method. Register it with
+	// the process's Prometheus registry.
+	Metrics *grpcprom.ServerMetrics
+	// Lifetime ends when the process starts shutting down. Streams (watches)
+	// end with it, so that a graceful stop does not wait for watchers that
+	// would never hang up by themselves.
+	Lifetime context.Context
+}
+
+// New returns a gRPC server with every MCC interceptor, the health service
+// and reflection. The interceptors run in this order: log the call, recover
+// from panics, map domain errors to statuses, cap the deadline, authenticate
+// and authorize, validate the request with protovalidate, then the handler.
+func New(cfg Config, d Deps) (*grpc.Server, *health.Server, error) {
+	validator, err := protovalidate.New()
+	if err != nil {
+		return nil, nil, err
+	}
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		d.Logger.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+	recoverOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		d.Logger.ErrorContext(ctx, "panic in handler", "panic", p, "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
+	})
+
+	unary := []grpc.UnaryServerInterceptor{logging.UnaryServerInterceptor(logger, logOpts...)}
+	stream := []grpc.StreamServerInterceptor{logging.StreamServerInterceptor(logger, logOpts...)}
+	if d.Metrics != nil {
+		unary = append(unary, d.Metrics.UnaryServerInterceptor())
+		stream = append(stream, d.Metrics.StreamServerInterceptor())
+	}
+	unary = append(unary,
+		recovery.UnaryServerInterceptor(recoverOpt),
+		apierr.UnaryServerInterceptor(d.Logger),
+		capDeadline(cfg.MaxDeadline),
+	)
+	stream = append(stream,
+		recovery.StreamServerInterceptor(recoverOpt),
+		apierr.StreamServerInterceptor(d.Logger),
+		endWith(d.Lifetime),
+	)
+	unary = append(unary, auth.UnaryServerInterceptors(d.Keys, d.Policy)...)
+	stream = append(stream, auth.StreamServerInterceptors(d.Keys, d.Policy)...)
+	unary = append(unary, protovalidatemw.UnaryServerInterceptor(validator))
+	stream = append(stream, protovalidatemw.StreamServerInterceptor(validator))
+
+	srv := grpc.NewServer(
+		grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(d.TracerProvider),
+			otelgrpc.WithPropagators(telemetry.Propagator()),
+		)),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
+		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+	)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv)
+	return srv, hs, nil
+}
+
+// capDeadline bounds every unary call by max, so a client that sends no
+// deadline (or a far one) cannot hold server resources forever.
+func capDeadline(limit time.Duration) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > limit {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, limit)
+			defer cancel()
+		}
+		return handler(ctx, req)
+	}
+}
+
+// endWith cancels every stream's context when lifetime ends.
+func endWith(lifetime context.Context) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if lifetime == nil {
+			return handler(srv, ss)
+		}
+		ctx, cancel := context.WithCancel(ss.Context())
+		defer cancel()
+		stop := context.AfterFunc(lifetime, cancel)
+		defer stop()
+		wrapped := middleware.WrapServerStream(ss)
+		wrapped.WrappedContext = ctx
+		return handler(srv, wrapped)
+	}
+}

@@ -1,0 +1,58 @@
+package servertest
+
+import (
+	"testing"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// WantCode fails the test unless err has the gRPC code want.
+func WantCode(t testing.TB, err error, want codes.Code) {
+	t.Helper()
+	if got := status.Code(err); got != want {
+		t.Fatalf("code = %v (%v), want %v", got, err, want)
+	}
+}
+
+// WantField fails the test unless err is InvalidArgument with a BadRequest
+// field violation on field.
+func WantField(t testing.TB, err error, field string) {
+	t.Helper()
+	WantCode(t, err, codes.InvalidArgument)
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				if v.GetField() == field {
+					return
+				}
+			}
+		}
+	}
+	t.Fatalf("no field violation on %q in %v", field, status.Convert(err).Details())
+}
+
+// WantReason fails the test unless err is FailedPrecondition with an
+// ErrorInfo of the given reason.
+func WantReason(t testing.TB, err error, reason string) {
+	t.Helper()
+	WantCode(t, err, codes.FailedPrecondition)
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == reason {
+			return
+		}
+	}
+	t.Fatalf("no ErrorInfo reason %q in %v", reason, status.Convert(err).Details())
+}
+
+// WantError checks err against a table row that expects either a field
+// violation (field set) or a bare code.
+func WantError(t testing.TB, err error, code codes.Code, field string) {
+	t.Helper()
+	if field != "" {
+		WantField(t, err, field)
+		return
+	}
+	WantCode(t, err, code)
+}
