@@ -1,0 +1,149 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/countymcc/mcc/services/internal/platform/server"
+)
+
+// Config is everything `mcc` (the server) is told on its command line or in
+// MCC_* variables. Each field's flag is registered in RegisterFlags with its
+// default; run `mcc -help` for the list.
+type Config struct {
+	// Target is "all" or a comma list of targets.
+	Target   string
+	GRPCAddr string
+	HTTPAddr string
+	// Store is "bolt" (embedded, the default) or "redis".
+	Store   string
+	DataDir string
+	Bolt    BoltConfig
+	Redis   RedisConfig
+	// SigningKey and PIIKey are key file paths; empty means the default
+	// file in DataDir.
+	SigningKey string
+	PIIKey     string
+	Server     server.Config
+	// Addrs are the gRPC addresses of services running in other processes,
+	// by service name (-directory.addr, ...).
+	Addrs           map[string]*string
+	MaxBodyBytes    int64
+	ShutdownTimeout time.Duration
+	LogLevel        slog.Level
+}
+
+// BoltConfig tunes the embedded store.
+type BoltConfig struct {
+	MaxGroup int
+}
+
+// RedisConfig says how to reach Redis in -store=redis mode.
+type RedisConfig struct {
+	Addrs        string
+	MasterName   string
+	Cluster      bool
+	Username     string
+	Password     string
+	DB           int
+	Prefix       string
+	WaitReplicas int
+	WaitTimeout  time.Duration
+}
+
+// RegisterFlags registers every server flag with its default.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Target, "target", "all", "what to run: all, or a comma list of "+strings.Join(targetNames(), ", "))
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", ":9090", "gRPC listen address")
+	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address (REST gateway, /metrics, /healthz)")
+	fs.StringVar(&c.Store, "store", "bolt", "state store: bolt (embedded, one file per service in -data-dir) or redis")
+	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory for the embedded store files and the keys")
+	fs.IntVar(&c.Bolt.MaxGroup, "bolt.max-group", 0, "most transactions committed together in one fsync (0: the store's default)")
+	fs.StringVar(&c.Redis.Addrs, "redis-addr", "127.0.0.1:6379", "Redis address(es), comma-separated: one server, Sentinels (with -redis.master-name) or Cluster nodes (with -redis.cluster)")
+	fs.StringVar(&c.Redis.MasterName, "redis.master-name", "", "Sentinel master name; set it to use Redis Sentinel")
+	fs.BoolVar(&c.Redis.Cluster, "redis.cluster", false, "the Redis addresses are Redis Cluster nodes")
+	fs.StringVar(&c.Redis.Username, "redis.username", "", "Redis ACL user name")
+	fs.StringVar(&c.Redis.Password, "redis.password", "", "Redis password (prefer the MCC_REDIS_PASSWORD variable)")
+	fs.IntVar(&c.Redis.DB, "redis.db", 0, "Redis database number (standalone and Sentinel only)")
+	fs.StringVar(&c.Redis.Prefix, "redis.prefix", "mcc", "prefix of every Redis key")
+	fs.IntVar(&c.Redis.WaitReplicas, "redis.wait-replicas", 0, "replicas that must acknowledge each write (Redis WAIT) before it is confirmed")
+	fs.DurationVar(&c.Redis.WaitTimeout, "redis.wait-timeout", time.Second, "longest wait for -redis.wait-replicas acknowledgements")
+	fs.StringVar(&c.SigningKey, "auth.signing-key", "", "Ed25519 token signing key (PEM); default <data-dir>/signing.key, created on first start")
+	fs.StringVar(&c.PIIKey, "pii.key", "", "key for encrypting and hashing patient identifiers (PEM); default <data-dir>/pii.key, created on first start")
+	c.Server.RegisterFlags(fs)
+	c.Addrs = map[string]*string{}
+	for _, t := range serviceTargets() {
+		c.Addrs[t.name] = fs.String(t.name+".addr", "", "gRPC address of the "+t.name+" service when it runs in another process")
+	}
+	fs.Int64Var(&c.MaxBodyBytes, "gateway.max-body-bytes", 4<<20, "largest REST request body accepted; larger ones get 413")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "longest graceful shutdown before open calls are cut")
+	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+}
+
+// targets resolves -target into the set of target names to run.
+func (c *Config) targets() (map[string]bool, error) {
+	known := targetNames()
+	out := map[string]bool{}
+	for _, t := range strings.Split(c.Target, ",") {
+		t = strings.TrimSpace(t)
+		switch {
+		case t == "all":
+			for _, k := range known {
+				out[k] = true
+			}
+		case slices.Contains(known, t):
+			out[t] = true
+		default:
+			return nil, fmt.Errorf("-target: unknown target %q (known: all, %s)", t, strings.Join(known, ", "))
+		}
+	}
+	return out, nil
+}
+
+// validate checks the configuration before anything starts, so a mistake
+// fails fast with the flag's name.
+func (c *Config) validate() error {
+	if _, err := c.targets(); err != nil {
+		return err
+	}
+	var errs []error
+	switch c.Store {
+	case "bolt":
+		if c.DataDir == "" {
+			errs = append(errs, errors.New("-data-dir: required with -store=bolt"))
+		}
+	case "redis":
+		if strings.TrimSpace(c.Redis.Addrs) == "" {
+			errs = append(errs, errors.New("-redis-addr: required with -store=redis"))
+		}
+		if c.Redis.Cluster && c.Redis.MasterName != "" {
+			errs = append(errs, errors.New("-redis.cluster and -redis.master-name: choose one"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("-store: must be bolt or redis, not %q", c.Store))
+	}
+	if c.MaxBodyBytes <= 0 {
+		errs = append(errs, errors.New("-gateway.max-body-bytes: must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) signingKeyPath() string {
+	if c.SigningKey != "" {
+		return c.SigningKey
+	}
+	return filepath.Join(c.DataDir, "signing.key")
+}
+
+func (c *Config) piiKeyPath() string {
+	if c.PIIKey != "" {
+		return c.PIIKey
+	}
+	return filepath.Join(c.DataDir, "pii.key")
+}

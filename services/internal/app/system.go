@@ -1,0 +1,358 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	goredis "github.com/redis/go-redis/v9"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/countymcc/mcc/gateway"
+	"github.com/countymcc/mcc/services/internal/platform/auth"
+	"github.com/countymcc/mcc/services/internal/platform/clock"
+	"github.com/countymcc/mcc/services/internal/platform/pii"
+	"github.com/countymcc/mcc/services/internal/platform/server"
+	"github.com/countymcc/mcc/services/internal/platform/telemetry"
+	"github.com/countymcc/mcc/services/internal/store"
+	"github.com/countymcc/mcc/services/internal/store/bolt"
+	storeredis "github.com/countymcc/mcc/services/internal/store/redis"
+)
+
+// System is one running mcc process: the services its targets select, on
+// one gRPC server, and the HTTP server (the REST gateway, or only /metrics
+// and /healthz when the gateway runs elsewhere).
+type System struct {
+	cfg    Config
+	logger *slog.Logger
+
+	grpcLis, httpLis net.Listener
+	grpc             *grpc.Server
+	health           *health.Server
+	http             *http.Server
+	// services are the names of the gRPC services this process runs.
+	services []string
+
+	stores []store.Store
+	redis  goredis.UniversalClient
+	tracer *sdktrace.TracerProvider
+	// stop ends gateway connections and open watch streams.
+	stop context.CancelFunc
+}
+
+// Options are the parts of a System that tests replace.
+type Options struct {
+	Clock  clock.Clock
+	Getenv func(string) string
+	// TracerOptions are added to the tracer provider, for example an
+	// in-memory exporter in tests.
+	TracerOptions []sdktrace.TracerProviderOption
+}
+
+// New builds the system described by cfg: it opens the stores, loads or
+// creates the keys and binds both listeners, but serves nothing until Run.
+func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ *System, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.System{}
+	}
+	if opts.Getenv == nil {
+		opts.Getenv = os.Getenv
+	}
+	targets, _ := cfg.targets()
+	lifetime, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s := &System{cfg: cfg, logger: logger, stop: stop}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+
+	s.tracer, err = telemetry.NewTracerProvider(ctx, opts.Getenv, "mcc", opts.TracerOptions...)
+	if err != nil {
+		return nil, err
+	}
+	// A county's first start creates the keys in the data directory. In
+	// Redis mode every replica must share them, so they are created only
+	// when missing and the operator is warned to distribute them.
+	keys, created, err := auth.LoadKeys(cfg.signingKeyPath(), true, opts.Clock)
+	if err != nil {
+		return nil, fmt.Errorf("-auth.signing-key: %w", err)
+	}
+	if created {
+		logger.Info("created the community signing key", "path", cfg.signingKeyPath())
+		if cfg.Store == "redis" {
+			logger.Warn("in redis mode every replica must use the same -auth.signing-key and -pii.key files")
+		}
+	}
+	protector, err := pii.LoadProtector(cfg.piiKeyPath(), true)
+	if err != nil {
+		return nil, fmt.Errorf("-pii.key: %w", err)
+	}
+
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	registry.MustRegister(metrics)
+
+	policy := auth.Policy{}
+	var built []registrar
+	for _, t := range serviceTargets() {
+		if !targets[t.name] {
+			continue
+		}
+		st, err := s.openStore(ctx, t.name)
+		if err != nil {
+			return nil, err
+		}
+		policy.Merge(t.policy())
+		built = append(built, t.build(deps{store: st, pii: protector, clock: opts.Clock}))
+		s.services = append(s.services, t.name)
+	}
+
+	if len(built) > 0 {
+		s.grpc, s.health, err = server.New(cfg.Server, server.Deps{
+			Logger:         logger,
+			Keys:           keys,
+			Policy:         policy,
+			TracerProvider: s.tracer,
+			Metrics:        metrics,
+			Lifetime:       lifetime,
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range built {
+			b.Register(s.grpc)
+		}
+		metrics.InitializeMetrics(s.grpc)
+		if s.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+			return nil, fmt.Errorf("-grpc-addr: %w", err)
+		}
+	}
+
+	httpMux := http.NewServeMux()
+	metricsHandler := promhttp.HandlerFor(registry, promhttp.HandlerOpts{})
+	if targets[gatewayTarget] {
+		h, err := gateway.New(lifetime, s.endpoints(), gateway.WithMaxBodyBytes(cfg.MaxBodyBytes),
+			gateway.WithTracing(s.tracer, telemetry.Propagator()),
+			gateway.WithMetrics(metricsHandler), gateway.WithLogger(logger))
+		if err != nil {
+			return nil, err
+		}
+		httpMux.Handle("/", h)
+	} else {
+		httpMux.Handle("GET /metrics", metricsHandler)
+		httpMux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	}
+	if s.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("-http-addr: %w", err)
+	}
+	s.http = &http.Server{
+		Handler:           httpMux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// openStore opens the store of one service: its own bolt file, or its own
+// key space in the shared Redis.
+func (s *System) openStore(ctx context.Context, service string) (store.Store, error) {
+	var st store.Store
+	switch s.cfg.Store {
+	case "bolt":
+		if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("-data-dir: %w", err)
+		}
+		b, err := bolt.Open(filepath.Join(s.cfg.DataDir, service+".db"), bolt.Options{MaxGroup: s.cfg.Bolt.MaxGroup})
+		if err != nil {
+			return nil, fmt.Errorf("-data-dir: %w", err)
+		}
+		st = b
+	case "redis":
+		if s.redis == nil {
+			c, err := storeredis.Dial(ctx, storeredis.ClientConfig{
+				Addrs:      splitList(s.cfg.Redis.Addrs),
+				MasterName: s.cfg.Redis.MasterName,
+				Cluster:    s.cfg.Redis.Cluster,
+				Username:   s.cfg.Redis.Username,
+				Password:   s.cfg.Redis.Password,
+				DB:         s.cfg.Redis.DB,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("-redis-addr: %w", err)
+			}
+			s.redis = c
+		}
+		r, err := storeredis.New(s.redis, storeredis.Options{
+			Prefix:       s.cfg.Redis.Prefix,
+			Service:      service,
+			WaitReplicas: s.cfg.Redis.WaitReplicas,
+			WaitTimeout:  s.cfg.Redis.WaitTimeout,
+		})
+		if err != nil {
+			return nil, err
+		}
+		st = r
+	}
+	s.stores = append(s.stores, st)
+	return st, nil
+}
+
+// endpoints are the gRPC addresses the gateway dials: this process for the
+// services it runs, -<service>.addr for the others. A service with neither is
+// not exposed, and said so in the log.
+func (s *System) endpoints() gateway.Endpoints {
+	local := ""
+	if s.grpcLis != nil {
+		local = dialAddr(s.grpcLis.Addr())
+	}
+	eps := gateway.Endpoints{}
+	for _, name := range gateway.Services() {
+		switch {
+		case slices.Contains(s.services, name):
+			eps[name] = local
+		case s.cfg.Addrs[name] != nil && *s.cfg.Addrs[name] != "":
+			eps[name] = *s.cfg.Addrs[name]
+		default:
+			s.logger.Warn("service not exposed by the gateway: it does not run here and has no address", "service", name, "flag", "-"+name+".addr")
+		}
+	}
+	return eps
+}
+
+// dialAddr turns a listener address into one a client on this machine can
+// dial: a wildcard host becomes loopback.
+func dialAddr(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// GRPCAddr is the address the gRPC server listens on ("" if this process
+// runs no service).
+func (s *System) GRPCAddr() string {
+	if s.grpcLis == nil {
+		return ""
+	}
+	return dialAddr(s.grpcLis.Addr())
+}
+
+// HTTPAddr is the address the HTTP server listens on.
+func (s *System) HTTPAddr() string { return dialAddr(s.httpLis.Addr()) }
+
+// Run serves until ctx ends, then shuts down gracefully: readiness turns
+// false, the HTTP server stops taking calls, watch streams end, open calls
+// finish (or are cut after -shutdown-timeout), and the stores close.
+func (s *System) Run(ctx context.Context) error {
+	defer s.close()
+	g, gctx := errgroup.WithContext(ctx)
+	if s.grpc != nil {
+		for _, name := range s.services {
+			s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+		}
+		g.Go(func() error {
+			if err := s.grpc.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				return fmt.Errorf("grpc server: %w", err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	})
+	s.logger.Info("mcc started", "target", s.cfg.Target, "store", s.cfg.Store, "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
+	g.Go(func() error {
+		<-gctx.Done()
+		s.shutdown()
+		return nil
+	})
+	return g.Wait()
+}
+
+func (s *System) shutdown() {
+	s.logger.Info("mcc shutting down")
+	if s.health != nil {
+		s.health.Shutdown()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	s.http.Shutdown(ctx)
+	s.stop()
+	if s.grpc != nil {
+		done := make(chan struct{})
+		go func() {
+			s.grpc.GracefulStop()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.grpc.Stop()
+		}
+	}
+}
+
+// close releases what New acquired. It is safe on a partly built System.
+func (s *System) close() {
+	s.stop()
+	for _, l := range []net.Listener{s.grpcLis, s.httpLis} {
+		if l != nil {
+			l.Close()
+		}
+	}
+	for _, st := range s.stores {
+		if err := st.Close(); err != nil {
+			s.logger.Error("closing store", "error", err)
+		}
+	}
+	s.stores = nil
+	if s.redis != nil {
+		s.redis.Close()
+		s.redis = nil
+	}
+	if s.tracer != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.tracer.Shutdown(ctx)
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}

@@ -1,0 +1,52 @@
+package app
+
+import (
+	"google.golang.org/grpc"
+
+	"github.com/countymcc/mcc/services/internal/directory"
+	"github.com/countymcc/mcc/services/internal/platform/auth"
+	"github.com/countymcc/mcc/services/internal/platform/clock"
+	"github.com/countymcc/mcc/services/internal/platform/pii"
+	"github.com/countymcc/mcc/services/internal/store"
+)
+
+// gatewayTarget is the REST gateway's target name.
+const gatewayTarget = "gateway"
+
+// deps are what a service is built from. Each service gets its own store.
+type deps struct {
+	store store.Store
+	pii   *pii.Protector
+	clock clock.Clock
+}
+
+// registrar is a built service, ready to be added to the gRPC server.
+type registrar interface {
+	Register(*grpc.Server)
+}
+
+// serviceTarget is one gRPC service that -target can select.
+type serviceTarget struct {
+	name   string
+	policy func() auth.Policy
+	build  func(deps) registrar
+}
+
+// serviceTargets lists every service of MCC. Adding a service means adding a
+// line here and its handler in the gateway.
+func serviceTargets() []serviceTarget {
+	return []serviceTarget{
+		{name: directory.Name, policy: directory.Policy, build: func(d deps) registrar {
+			return directory.New(d.store, d.pii, d.clock)
+		}},
+	}
+}
+
+// targetNames are the names -target accepts, besides "all".
+func targetNames() []string {
+	names := []string{gatewayTarget}
+	for _, t := range serviceTargets() {
+		names = append(names, t.name)
+	}
+	return names
+}

@@ -1,0 +1,62 @@
+package e2e
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+
+	"github.com/countymcc/mcc/services/internal/app"
+	"github.com/countymcc/mcc/services/internal/store/redistest"
+)
+
+// backend is a store configuration the e2e tests run on.
+type backend struct {
+	name  string
+	flags func(t *testing.T) []string
+}
+
+// backends are the embedded store and a private redis-server (skipped, or
+// failed under MCC_TEST_REQUIRE_REDIS=1, where redis-server is missing).
+func backends() []backend {
+	return []backend{
+		{name: "bolt", flags: func(*testing.T) []string { return []string{"-store=bolt"} }},
+		{name: "redis", flags: func(t *testing.T) []string {
+			addr := redistest.Start(t)
+			return []string{"-store=redis", "-redis-addr=" + addr, "-redis.prefix=" + redistest.Prefix(t)}
+		}},
+	}
+}
+
+// start runs mcc -target=all in this process on ephemeral loopback ports,
+// with its data directory in a temporary directory, until the test ends.
+func start(t *testing.T, extra ...string) *system {
+	t.Helper()
+	dir := t.TempDir()
+	args := append([]string{"-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0", "-data-dir=" + dir}, extra...)
+	env := app.Env{Getenv: func(string) string { return "" }, Stdout: io.Discard, Stderr: io.Discard}
+	cfg, err := app.LoadConfig(args, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logOut := io.Discard
+	if os.Getenv("MCC_TEST_LOG") != "" {
+		logOut = os.Stderr
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sys, err := app.New(ctx, cfg, slog.New(slog.NewJSONHandler(logOut, nil)), app.Options{})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sys.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("mcc stopped with %v", err)
+		}
+	})
+	return &system{url: "http://" + sys.HTTPAddr(), grpc: sys.GRPCAddr(), dataDir: dir}
+}
