@@ -553,9 +553,9 @@ type UpdateFacilityRequest struct {
 	// Facility carries the name of the facility to change and the new values.
 	Facility *Facility `protobuf:"bytes,1,opt,name=facility,proto3" json:"facility,omitempty"`
 	// UpdateMask lists the fields to change: display_name, level, parent,
-	// centers, active. An empty mask changes all of them. Fields outside the
-	// mask are ignored, so a partial update only needs the name, the etag and
-	// the masked fields.
+	// centers, active (proto or JSON names). An empty mask changes all of
+	// them. Fields outside the mask are ignored, so a partial update only
+	// needs the name, the etag and the masked fields.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1100,7 +1100,7 @@ type UpdatePractitionerRequest struct {
 	// values.
 	Practitioner *Practitioner `protobuf:"bytes,1,opt,name=practitioner,proto3" json:"practitioner,omitempty"`
 	// UpdateMask lists the fields to change: display_name, facility, roles,
-	// active. An empty mask changes all of them.
+	// active (proto or JSON names). An empty mask changes all of them.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1320,8 +1320,9 @@ type RegisterPatientRequest struct {
 	HealthCardNumber string `protobuf:"bytes,3,opt,name=health_card_number,json=healthCardNumber,proto3" json:"health_card_number,omitempty"`
 	// InsuranceNumber is the medical insurance number, if known.
 	InsuranceNumber string `protobuf:"bytes,4,opt,name=insurance_number,json=insuranceNumber,proto3" json:"insurance_number,omitempty"`
-	// RequestId makes the call idempotent. Registration is idempotent by
-	// resident ID number anyway; the ID only saves work on retries.
+	// RequestId is accepted like on every create, but registration is
+	// idempotent by resident ID number anyway: a retry always returns the same
+	// patient.
 	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2055,11 +2056,11 @@ const file_mcc_directory_v1_directory_proto_rawDesc = "" +
 	"\n" +
 	"facilities\x18\x01 \x03(\v2\x1a.mcc.directory.v1.FacilityR\n" +
 	"facilities\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x86\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc9\x02\n" +
 	"\x15UpdateFacilityRequest\x12\xaf\x01\n" +
 	"\bfacility\x18\x01 \x01(\v2\x1a.mcc.directory.v1.FacilityBw\xbaHt\xba\x01n\n" +
-	"\rfacility.name\x12%name must be facilities/{facility_id}\x1a6this.name.matches('^facilities/[a-z][a-z0-9-]{1,62}$')\xc8\x01\x01R\bfacility\x12;\n" +
-	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"\rfacility.name\x12%name must be facilities/{facility_id}\x1a6this.name.matches('^facilities/[a-z][a-z0-9-]{1,62}$')\xc8\x01\x01R\bfacility\x12~\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskBA\xbaH>\xe2\x01;\x12\fdisplay_name\x12\vdisplayName\x12\x05level\x12\x06parent\x12\acenters\x12\x06activeR\n" +
 	"updateMask\"P\n" +
 	"\x16UpdateFacilityResponse\x126\n" +
 	"\bfacility\x18\x01 \x01(\v2\x1a.mcc.directory.v1.FacilityR\bfacility\"\x89\x03\n" +
@@ -2100,11 +2101,11 @@ const file_mcc_directory_v1_directory_proto_rawDesc = "" +
 	"\x04role\x18\x04 \x01(\x0e2\x11.mcc.type.v1.RoleB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04role\"\x89\x01\n" +
 	"\x19ListPractitionersResponse\x12D\n" +
 	"\rpractitioners\x18\x01 \x03(\v2\x1e.mcc.directory.v1.PractitionerR\rpractitioners\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa9\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xe5\x02\n" +
 	"\x19UpdatePractitionerRequest\x12\xce\x01\n" +
 	"\fpractitioner\x18\x01 \x01(\v2\x1e.mcc.directory.v1.PractitionerB\x89\x01\xbaH\x85\x01\xba\x01\x7f\n" +
-	"\x11practitioner.name\x12,name must be practitioners/{practitioner_id}\x1a<this.name.matches('^practitioners/[a-z0-9][a-z0-9-]{1,62}$')\xc8\x01\x01R\fpractitioner\x12;\n" +
-	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"\x11practitioner.name\x12,name must be practitioners/{practitioner_id}\x1a<this.name.matches('^practitioners/[a-z0-9][a-z0-9-]{1,62}$')\xc8\x01\x01R\fpractitioner\x12w\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskB:\xbaH7\xe2\x014\x12\fdisplay_name\x12\vdisplayName\x12\bfacility\x12\x05roles\x12\x06activeR\n" +
 	"updateMask\"`\n" +
 	"\x1aUpdatePractitionerResponse\x12B\n" +
 	"\fpractitioner\x18\x01 \x01(\v2\x1e.mcc.directory.v1.PractitionerR\fpractitioner\"\xb5\x02\n" +
