@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"maps"
 	"net/http"
 	"slices"
@@ -71,7 +70,6 @@ type options struct {
 	tracerProvider trace.TracerProvider
 	propagator     propagation.TextMapPropagator
 	metrics        http.Handler
-	logger         *slog.Logger
 }
 
 // Option configures New.
@@ -96,9 +94,6 @@ func WithTracing(tp trace.TracerProvider, p propagation.TextMapPropagator) Optio
 // WithMetrics serves h at /metrics.
 func WithMetrics(h http.Handler) Option { return func(o *options) { o.metrics = h } }
 
-// WithLogger sets the logger for gateway errors.
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
-
 // New returns the gateway's HTTP handler for the services in endpoints. The
 // connections it opens are closed when ctx ends.
 func New(ctx context.Context, endpoints Endpoints, opts ...Option) (http.Handler, error) {
@@ -106,7 +101,6 @@ func New(ctx context.Context, endpoints Endpoints, opts ...Option) (http.Handler
 		maxBodyBytes:   4 << 20,
 		tracerProvider: noop.NewTracerProvider(),
 		propagator:     propagation.TraceContext{},
-		logger:         slog.New(slog.DiscardHandler),
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -177,14 +171,11 @@ func New(ctx context.Context, endpoints Endpoints, opts ...Option) (http.Handler
 	return requestID(root), nil
 }
 
-// incomingHeader forwards only the bearer token and the request ID to the
-// backends. Everything else a client sends stays at the gateway, so no
-// header can smuggle metadata into a service.
+// incomingHeader forwards the request ID to the backends. grpc-gateway
+// always forwards Authorization itself; every other header a client sends
+// stays at the gateway, so no header can smuggle metadata into a service.
 func incomingHeader(h string) (string, bool) {
-	switch strings.ToLower(h) {
-	case "authorization":
-		return "authorization", true
-	case strings.ToLower(RequestIDHeader):
+	if strings.EqualFold(h, RequestIDHeader) {
 		return "x-request-id", true
 	}
 	return "", false

@@ -154,7 +154,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 	if targets[gatewayTarget] {
 		h, err := gateway.New(lifetime, s.endpoints(), gateway.WithMaxBodyBytes(cfg.MaxBodyBytes),
 			gateway.WithTracing(s.tracer, telemetry.Propagator()),
-			gateway.WithMetrics(metricsHandler), gateway.WithLogger(logger))
+			gateway.WithMetrics(metricsHandler))
 		if err != nil {
 			return nil, err
 		}

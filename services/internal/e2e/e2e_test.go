@@ -75,8 +75,8 @@ func testDirectoryOverREST(t *testing.T, sys *system) {
 		sys.do(t, "PATCH", "/v1/facilities/dls?updateMask=displayName", admin, `{"displayName":"又改了","etag":"1"}`).want(t, 409)
 	})
 
+	id := directory.WithCheckDigit("15082419580314201")
 	t.Run("patients", func(t *testing.T) {
-		id := directory.WithCheckDigit("15082419580314201")
 		reg := sys.do(t, "POST", "/v1/patients:register", clinic, fmt.Sprintf(`{"residentId":%q,"displayName":"巴特尔"}`, id)).want(t, 200)
 		if reg.body["created"] != true || !strings.HasPrefix(reg.str(t, "patient.name"), "patients/") {
 			t.Fatalf("register: %s", reg.body)
@@ -129,6 +129,18 @@ func testDirectoryOverREST(t *testing.T, sys *system) {
 	t.Run("oversize body is 413", func(t *testing.T) {
 		big := `{"displayName":"` + strings.Repeat("x", 5<<20) + `"}`
 		sys.do(t, "POST", "/v1/facilities?facility_id=x3", admin, big).want(t, 413)
+	})
+
+	t.Run("identifiers never reach the logs", func(t *testing.T) {
+		logs := sys.logs.String()
+		if !strings.Contains(logs, "finished call") {
+			t.Fatal("no call was logged; the check below would prove nothing")
+		}
+		for _, secret := range []string{id, id[6:14], "150824195803142010", "巴特尔"} {
+			if strings.Contains(logs, secret) {
+				t.Errorf("%q is in the logs", secret)
+			}
+		}
 	})
 
 	t.Run("events feed", func(t *testing.T) {
@@ -244,6 +256,7 @@ type system struct {
 	url     string
 	grpc    string
 	dataDir string
+	logs    *logBuffer
 }
 
 func (s *system) do(t *testing.T, method, path, token, body string) response {

@@ -1,13 +1,16 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 
 	"github.com/countymcc/mcc/services/internal/app"
+	"github.com/countymcc/mcc/services/internal/platform/telemetry"
 	"github.com/countymcc/mcc/services/internal/store/redistest"
 )
 
@@ -40,12 +43,14 @@ func start(t *testing.T, extra ...string) *system {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logOut := io.Discard
+	logs := &logBuffer{}
+	var logOut io.Writer = logs
 	if os.Getenv("MCC_TEST_LOG") != "" {
-		logOut = os.Stderr
+		logOut = io.MultiWriter(logs, os.Stderr)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	sys, err := app.New(ctx, cfg, slog.New(slog.NewJSONHandler(logOut, nil)), app.Options{})
+	logger := telemetry.NewLogger(logOut, slog.LevelDebug)
+	sys, err := app.New(ctx, cfg, logger, app.Options{})
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -58,5 +63,23 @@ func start(t *testing.T, extra ...string) *system {
 			t.Errorf("mcc stopped with %v", err)
 		}
 	})
-	return &system{url: "http://" + sys.HTTPAddr(), grpc: sys.GRPCAddr(), dataDir: dir}
+	return &system{url: "http://" + sys.HTTPAddr(), grpc: sys.GRPCAddr(), dataDir: dir, logs: logs}
+}
+
+// logBuffer collects the system's logs for the tests to search.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
