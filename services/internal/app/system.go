@@ -48,6 +48,8 @@ type System struct {
 	http             *http.Server
 	// services are the names of the gRPC services this process runs.
 	services []string
+	// runners are the services' background loops.
+	runners []runner
 
 	stores []store.Store
 	redis  goredis.UniversalClient
@@ -124,7 +126,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 			return nil, err
 		}
 		policy.Merge(t.policy())
-		built = append(built, t.build(deps{store: st, pii: protector, clock: opts.Clock}))
+		svc := t.build(deps{store: st, pii: protector, clock: opts.Clock, logger: logger.With("service", t.name)})
+		if r, ok := svc.(runner); ok {
+			s.runners = append(s.runners, r)
+		}
+		built = append(built, svc)
 		s.services = append(s.services, t.name)
 	}
 
@@ -290,6 +296,9 @@ func (s *System) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	for _, r := range s.runners {
+		g.Go(func() error { return r.Run(gctx) })
+	}
 	s.logger.Info("mcc started", "target", s.cfg.Target, "store", s.cfg.Store, "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
 	g.Go(func() error {
 		<-gctx.Done()

@@ -1,6 +1,9 @@
 package app
 
 import (
+	"context"
+	"log/slog"
+
 	"google.golang.org/grpc"
 
 	"github.com/countymcc/mcc/services/internal/directory"
@@ -15,14 +18,21 @@ const gatewayTarget = "gateway"
 
 // deps are what a service is built from. Each service gets its own store.
 type deps struct {
-	store store.Store
-	pii   *pii.Protector
-	clock clock.Clock
+	store  store.Store
+	pii    *pii.Protector
+	clock  clock.Clock
+	logger *slog.Logger
 }
 
 // registrar is a built service, ready to be added to the gRPC server.
 type registrar interface {
 	Register(*grpc.Server)
+}
+
+// runner is a service with background work (firing its deadlines), which
+// runs until the context ends.
+type runner interface {
+	Run(ctx context.Context) error
 }
 
 // serviceTarget is one gRPC service that -target can select.

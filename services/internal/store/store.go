@@ -99,6 +99,12 @@ type Store interface {
 	// Events may have something new; it does not promise it.
 	WaitEvents(ctx context.Context, p Partition, after uint64) error
 
+	// Partitions lists, in byte order, every partition a Txn has written
+	// to, including through other processes sharing the store. Background
+	// work that spans communities (deadline scanners) starts from it. It
+	// may also list a partition whose transactions all failed.
+	Partitions(ctx context.Context) ([]Partition, error)
+
 	// Ping reports whether the backend is reachable and usable.
 	Ping(ctx context.Context) error
 

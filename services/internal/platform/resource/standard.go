@@ -45,7 +45,7 @@ func (t Table[T]) StandardCreate(ctx context.Context, s store.Store, c auth.Call
 			return err
 		}
 		out = created
-		return events.Append(tx, c, now, t.change(".created", created, 1))
+		return events.Append(tx, c, now, t.Change(t.Event+".created", created, 1))
 	})
 	return out, err
 }
@@ -75,7 +75,7 @@ func (t Table[T]) StandardUpdate(ctx context.Context, s store.Store, c auth.Call
 			return err
 		}
 		out = cur
-		return events.Append(tx, c, now, t.change(".updated", cur, version+1))
+		return events.Append(tx, c, now, t.Change(t.Event+".updated", cur, version+1))
 	})
 	return out, err
 }
@@ -104,11 +104,12 @@ func (t Table[T]) StandardList(ctx context.Context, s store.Store, c auth.Caller
 	return out, paging.Encode(last, filter), nil
 }
 
-// change is the event of a standard method.
-func (t Table[T]) change(what string, msg T, version uint64) events.Change {
+// Change is the event of type typ about msg at a store version, concerning
+// the facilities the table's Facilities function names.
+func (t Table[T]) Change(typ string, msg T, version uint64) events.Change {
 	var facilities []string
 	if t.Facilities != nil {
 		facilities = t.Facilities(msg)
 	}
-	return events.Change{Type: t.Event + what, Resource: getString(msg, "name"), Version: version, Facilities: facilities, Snapshot: msg}
+	return events.Change{Type: typ, Resource: getString(msg, "name"), Version: version, Facilities: facilities, Snapshot: msg}
 }

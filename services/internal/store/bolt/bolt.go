@@ -550,6 +550,24 @@ func (s *Store) notify(p store.Partition) {
 	}
 }
 
+// Partitions lists the partition buckets.
+func (s *Store) Partitions(ctx context.Context) ([]store.Partition, error) {
+	if s.closed.Load() {
+		return nil, fmt.Errorf("bolt: partitions: %w", store.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []store.Partition
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketPartitions).ForEachBucket(func(k []byte) error {
+			out = append(out, store.Partition(k))
+			return nil
+		})
+	})
+	return out, s.wrap("partitions", err)
+}
+
 // Ping reports whether the store is open and its file readable.
 func (s *Store) Ping(ctx context.Context) error {
 	if s.closed.Load() {

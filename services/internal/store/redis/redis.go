@@ -10,6 +10,7 @@
 //	<prefix>:{<service>/<partition>}:log       stream of events, ID 0-<seq>, field d
 //	<prefix>:{<service>/<partition>}:seq       counter of the last event Seq
 //	<prefix>:{<service>/<partition>}:tx:<id>   marker of a committed Txn, kept briefly
+//	<prefix>:partitions:{<service>}            set of the service's partitions
 //
 // Transactions are optimistic. Tx.Get reads straight from Redis and
 // remembers the version it saw; writes are buffered in a store.WriteSet.
@@ -28,6 +29,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,6 +95,9 @@ type Store struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// registered caches the partitions already added to the partition set,
+	// so each process adds a partition once.
+	registered sync.Map
 	// mu guards feeds and orders Close against starting a poller.
 	mu    sync.Mutex
 	feeds map[store.Partition]*feed
@@ -157,6 +162,42 @@ func (k keys) index() string            { return k.base + "idx" }
 func (k keys) log() string              { return k.base + "log" }
 func (k keys) seq() string              { return k.base + "seq" }
 func (k keys) marker(id string) string  { return k.base + "tx:" + id }
+
+// partitionSet is the set of the service's partitions. It lives outside
+// every partition's hash tag, so it is written apart from the commit script
+// (before it, so a committed partition is always listed).
+func (s *Store) partitionSet() string {
+	return s.opts.Prefix + ":partitions:{" + s.opts.Service + "}"
+}
+
+// register adds p to the partition set, once per process.
+func (s *Store) register(ctx context.Context, p store.Partition) error {
+	if _, ok := s.registered.Load(p); ok {
+		return nil
+	}
+	if err := s.client.SAdd(ctx, s.partitionSet(), string(p)).Err(); err != nil {
+		return wrap("register partition", err)
+	}
+	s.registered.Store(p, true)
+	return nil
+}
+
+// Partitions lists the partition set.
+func (s *Store) Partitions(ctx context.Context) ([]store.Partition, error) {
+	if s.closed.Load() {
+		return nil, fmt.Errorf("redis: partitions: %w", store.ErrClosed)
+	}
+	names, err := s.client.SMembers(ctx, s.partitionSet()).Result()
+	if err != nil {
+		return nil, wrap("partitions", err)
+	}
+	slices.Sort(names)
+	out := make([]store.Partition, len(names))
+	for i, n := range names {
+		out[i] = store.Partition(n)
+	}
+	return out, nil
+}
 
 // Get returns the record at key, or store.ErrNotFound.
 func (s *Store) Get(ctx context.Context, p store.Partition, key string) (store.Record, error) {

@@ -235,7 +235,7 @@ func TestKeyLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := prefix + ":{directory/demo}:"
-	want := map[string]bool{base + "k:patients/1": true, base + "idx": true, base + "log": true, base + "seq": true}
+	want := map[string]bool{base + "k:patients/1": true, base + "idx": true, base + "log": true, base + "seq": true, prefix + ":partitions:{directory}": true}
 	markers := 0
 	for _, k := range keys {
 		switch {

@@ -121,6 +121,9 @@ func (s *Store) Txn(ctx context.Context, p store.Partition, fn func(tx store.Tx)
 		if len(changes) == 0 && len(events) == 0 {
 			return nil
 		}
+		if err := s.register(ctx, p); err != nil {
+			return err
+		}
 		res, err := s.commit(ctx, k, changes, events)
 		if err != nil {
 			return err

@@ -53,6 +53,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Opener) {
 		{"InvalidPartition", testInvalidPartition},
 		{"InvalidKey", testInvalidKey},
 		{"Ping", testPing},
+		{"Partitions", testPartitionList},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newBackend(t)) })
@@ -1245,5 +1246,47 @@ func testPing(t *testing.T, open Opener) {
 	s := mustOpen(t, open)
 	if err := s.Ping(ctxFor(t)); err != nil {
 		t.Errorf("Ping: %v", err)
+	}
+}
+
+// testPartitionList checks that Partitions lists the partitions written to,
+// in byte order, also after a reopen, and that reads create none.
+func testPartitionList(t *testing.T, open Opener) {
+	ctx := ctxFor(t)
+	s, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Partitions(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("a new store lists %v, %v", got, err)
+	}
+	for _, p := range []store.Partition{"wlcb", "demo", "alxa"} {
+		if _, err := store.Create(ctx, s, p, "k", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Get(ctx, "read-only", "k"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get in an unknown partition: %v", err)
+	}
+	if _, _, err := s.List(ctx, "read-only", "", "", 10); err != nil {
+		t.Fatal(err)
+	}
+	want := []store.Partition{"alxa", "demo", "wlcb"}
+	if got, err := s.Partitions(ctx); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("Partitions = %v, %v; want %v", got, err, want)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Partitions(ctx); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("Partitions after Close: %v, want ErrClosed", err)
+	}
+	s, err = open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, err := s.Partitions(ctx); err != nil || !slices.Equal(got, want) {
+		t.Errorf("after reopen Partitions = %v, %v; want %v", got, err, want)
 	}
 }
