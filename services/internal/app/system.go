@@ -18,15 +18,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	goredis "github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/countymcc/mcc/gateway"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
+	"github.com/countymcc/mcc/services/internal/platform/peer"
 	"github.com/countymcc/mcc/services/internal/platform/pii"
 	"github.com/countymcc/mcc/services/internal/platform/server"
 	"github.com/countymcc/mcc/services/internal/platform/telemetry"
@@ -50,6 +53,8 @@ type System struct {
 	services []string
 	// runners are the services' background loops.
 	runners []runner
+	// peers are the connections for calls between services.
+	peers map[string]*grpc.ClientConn
 
 	stores []store.Store
 	redis  goredis.UniversalClient
@@ -115,6 +120,20 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	registry.MustRegister(metrics)
 
+	for _, t := range serviceTargets() {
+		if targets[t.name] {
+			s.services = append(s.services, t.name)
+		}
+	}
+	if len(s.services) > 0 {
+		if s.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+			return nil, fmt.Errorf("-grpc-addr: %w", err)
+		}
+	}
+	if err := s.dialPeers(); err != nil {
+		return nil, err
+	}
+
 	policy := auth.Policy{}
 	var built []registrar
 	for _, t := range serviceTargets() {
@@ -126,12 +145,17 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 			return nil, err
 		}
 		policy.Merge(t.policy())
-		svc := t.build(deps{store: st, pii: protector, clock: opts.Clock, logger: logger.With("service", t.name)})
+		svc := t.build(deps{
+			store:  st,
+			pii:    protector,
+			clock:  opts.Clock,
+			logger: logger.With("service", t.name),
+			peers:  peer.New(t.name, keys, opts.Clock, s.peers),
+		})
 		if r, ok := svc.(runner); ok {
 			s.runners = append(s.runners, r)
 		}
 		built = append(built, svc)
-		s.services = append(s.services, t.name)
 	}
 
 	if len(built) > 0 {
@@ -150,15 +174,18 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 			b.Register(s.grpc)
 		}
 		metrics.InitializeMetrics(s.grpc)
-		if s.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
-			return nil, fmt.Errorf("-grpc-addr: %w", err)
-		}
 	}
 
 	httpMux := http.NewServeMux()
 	metricsHandler := promhttp.HandlerFor(registry, promhttp.HandlerOpts{})
 	if targets[gatewayTarget] {
-		h, err := gateway.New(lifetime, s.endpoints(), gateway.WithMaxBodyBytes(cfg.MaxBodyBytes),
+		endpoints := gateway.Endpoints{}
+		for name, addr := range s.addresses() {
+			if slices.Contains(gateway.Services(), name) {
+				endpoints[name] = addr
+			}
+		}
+		h, err := gateway.New(lifetime, endpoints, gateway.WithMaxBodyBytes(cfg.MaxBodyBytes),
 			gateway.WithTracing(s.tracer, telemetry.Propagator()),
 			gateway.WithMetrics(metricsHandler))
 		if err != nil {
@@ -226,26 +253,46 @@ func (s *System) openStore(ctx context.Context, service string) (store.Store, er
 	return st, nil
 }
 
-// endpoints are the gRPC addresses the gateway dials: this process for the
-// services it runs, -<service>.addr for the others. A service with neither is
-// not exposed, and said so in the log.
-func (s *System) endpoints() gateway.Endpoints {
+// addresses are the gRPC addresses of every service, for the gateway and
+// for calls between services: this process for the services it runs,
+// -<service>.addr for the others. A service with neither is left out, and
+// said so in the log.
+func (s *System) addresses() map[string]string {
 	local := ""
 	if s.grpcLis != nil {
 		local = dialAddr(s.grpcLis.Addr())
 	}
-	eps := gateway.Endpoints{}
-	for _, name := range gateway.Services() {
+	out := map[string]string{}
+	for _, t := range serviceTargets() {
 		switch {
-		case slices.Contains(s.services, name):
-			eps[name] = local
-		case s.cfg.Addrs[name] != nil && *s.cfg.Addrs[name] != "":
-			eps[name] = *s.cfg.Addrs[name]
+		case slices.Contains(s.services, t.name):
+			out[t.name] = local
+		case s.cfg.Addrs[t.name] != nil && *s.cfg.Addrs[t.name] != "":
+			out[t.name] = *s.cfg.Addrs[t.name]
 		default:
-			s.logger.Warn("service not exposed by the gateway: it does not run here and has no address", "service", name, "flag", "-"+name+".addr")
+			s.logger.Debug("no address for a service that runs elsewhere", "service", t.name, "flag", "-"+t.name+".addr")
 		}
 	}
-	return eps
+	return out
+}
+
+// dialPeers opens the connections services use to call each other. They
+// connect lazily, on the first call.
+func (s *System) dialPeers() error {
+	s.peers = map[string]*grpc.ClientConn{}
+	for name, addr := range s.addresses() {
+		conn, err := grpc.NewClient(addr,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithStatsHandler(otelgrpc.NewClientHandler(
+				otelgrpc.WithTracerProvider(s.tracer),
+				otelgrpc.WithPropagators(telemetry.Propagator()),
+			)))
+		if err != nil {
+			return fmt.Errorf("-%s.addr: %w", name, err)
+		}
+		s.peers[name] = conn
+	}
+	return nil
 }
 
 // dialAddr turns a listener address into one a client on this machine can
@@ -345,6 +392,10 @@ func (s *System) close() {
 		}
 	}
 	s.stores = nil
+	for _, c := range s.peers {
+		c.Close()
+	}
+	s.peers = nil
 	if s.redis != nil {
 		s.redis.Close()
 		s.redis = nil

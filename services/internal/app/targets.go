@@ -9,6 +9,7 @@ import (
 	"github.com/countymcc/mcc/services/internal/directory"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
+	"github.com/countymcc/mcc/services/internal/platform/peer"
 	"github.com/countymcc/mcc/services/internal/platform/pii"
 	"github.com/countymcc/mcc/services/internal/store"
 )
@@ -22,6 +23,7 @@ type deps struct {
 	pii    *pii.Protector
 	clock  clock.Clock
 	logger *slog.Logger
+	peers  *peer.Peers
 }
 
 // registrar is a built service, ready to be added to the gRPC server.
