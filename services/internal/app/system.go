@@ -145,13 +145,16 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 			return nil, err
 		}
 		policy.Merge(t.policy())
-		svc := t.build(deps{
+		svc, err := t.build(deps{
 			store:  st,
 			pii:    protector,
 			clock:  opts.Clock,
 			logger: logger.With("service", t.name),
 			peers:  peer.New(t.name, keys, opts.Clock, s.peers),
-		})
+		}, &cfg)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", t.name, err)
+		}
 		if r, ok := svc.(runner); ok {
 			s.runners = append(s.runners, r)
 		}

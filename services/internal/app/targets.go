@@ -37,19 +37,21 @@ type runner interface {
 	Run(ctx context.Context) error
 }
 
-// serviceTarget is one gRPC service that -target can select.
+// serviceTarget is one gRPC service that -target can select. build gets
+// the whole configuration: a service with settings of its own has a Config
+// field in app.Config, registered in Config.RegisterFlags.
 type serviceTarget struct {
 	name   string
 	policy func() auth.Policy
-	build  func(deps) registrar
+	build  func(deps, *Config) (registrar, error)
 }
 
 // serviceTargets lists every service of MCC. Adding a service means adding a
 // line here and its handler in the gateway.
 func serviceTargets() []serviceTarget {
 	return []serviceTarget{
-		{name: directory.Name, policy: directory.Policy, build: func(d deps) registrar {
-			return directory.New(d.store, d.pii, d.clock)
+		{name: directory.Name, policy: directory.Policy, build: func(d deps, _ *Config) (registrar, error) {
+			return directory.New(d.store, d.pii, d.clock), nil
 		}},
 	}
 }
