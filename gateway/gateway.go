@@ -32,6 +32,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
+	labv1 "github.com/countymcc/mcc/proto/mcc/lab/v1"
 	"github.com/countymcc/mcc/proto/openapi"
 )
 
@@ -46,6 +47,7 @@ type registerFunc func(context.Context, *runtime.ServeMux, *grpc.ClientConn) err
 func handlers() map[string]registerFunc {
 	return map[string]registerFunc{
 		"directory": directoryv1.RegisterDirectoryServiceHandler,
+		"lab":       labv1.RegisterLabServiceHandler,
 	}
 }
 
