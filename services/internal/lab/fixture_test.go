@@ -82,7 +82,10 @@ func newFixture(t testing.TB) *fixture {
 		Env: env, slot: slot, labPath: filepath.Join(t.TempDir(), "lab.db"),
 		lab: labv1.NewLabServiceClient(env.Conn), dir: directoryv1.NewDirectoryServiceClient(env.Conn),
 		peers: peer.New(lab.Name, env.Keys, clk, map[string]*grpc.ClientConn{directory.Name: env.Conn}),
-		cfg:   lab.Config{Critical: critical.Config{AckTimeout: 10 * time.Minute, EscalationTimeout: 10 * time.Minute}},
+		cfg: lab.Config{
+			MLLPCommunity: community, MLLPFacility: "qrmyy",
+			Critical: critical.Config{AckTimeout: 10 * time.Minute, EscalationTimeout: 10 * time.Minute},
+		},
 	}
 	f.openLab(t)
 	f.community(t)
