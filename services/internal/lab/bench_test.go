@@ -20,12 +20,7 @@ func BenchmarkCreateOrder(b *testing.B) {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			f := newFixture(b)
 			ctx := f.doctor(b)
-			b.SetParallelism(max(clients/2, 1))
-			if clients == 1 {
-				b.SetParallelism(1)
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
+			clientsOf(b, clients)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					_, err := f.lab.CreateOrder(ctx, &labv1.CreateOrderRequest{Order: &labv1.Order{Patient: f.batu, Tests: []string{"2823-3", "2951-2", "2345-7"}, Priority: labv1.Priority_PRIORITY_ROUTINE}})
@@ -38,6 +33,17 @@ func BenchmarkCreateOrder(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "orders/s")
 		})
 	}
+}
+
+// clientsOf sets the goroutines of RunParallel to about clients on this
+// 2-core machine (exactly 1 for 1), and starts the timer.
+func clientsOf(b *testing.B, clients int) {
+	b.SetParallelism(max(clients/2, 1))
+	if clients == 1 {
+		b.SetParallelism(1)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
 }
 
 // prepare drives n specimens of 20-test orders to state in parallel and
@@ -119,12 +125,7 @@ func BenchmarkVerifyReport20(b *testing.B) {
 			barcodes := prepare(b, f, b.N, twentySerumTests, labv1.Specimen_STATE_IN_TESTING, true)
 			ctx := f.liu(b)
 			var next atomic.Int64
-			b.SetParallelism(max(clients/2, 1))
-			if clients == 1 {
-				b.SetParallelism(1)
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
+			clientsOf(b, clients)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					i := next.Add(1) - 1

@@ -202,22 +202,23 @@ func notFound(name string) error { return fmt.Errorf("%s: %w", name, store.ErrNo
 
 // atLab checks that c acts as the lab center of a record.
 func atLab(c auth.Caller, name, requesting, lab string) error {
-	if !sees(c, requesting, lab) {
-		return notFound(name)
-	}
-	if c.Facility != lab {
-		return fmt.Errorf("only the lab center %s may do this to %s: %w", lab, name, apierr.ErrPermissionDenied)
-	}
-	return nil
+	return actingAs(c, name, requesting, lab, lab, "the lab center")
 }
 
 // atRequester checks that c acts as the requesting facility of a record.
 func atRequester(c auth.Caller, name, requesting, lab string) error {
+	return actingAs(c, name, requesting, lab, requesting, "the requesting facility")
+}
+
+// actingAs checks that c may see a record and acts as the facility that
+// must make the change: a record c may not see is not found, and one it
+// may see but not change is denied.
+func actingAs(c auth.Caller, name, requesting, lab, must, role string) error {
 	if !sees(c, requesting, lab) {
 		return notFound(name)
 	}
-	if c.Facility != requesting {
-		return fmt.Errorf("only the requesting facility %s may do this to %s: %w", requesting, name, apierr.ErrPermissionDenied)
+	if c.Facility != must {
+		return fmt.Errorf("only %s %s may do this to %s: %w", role, must, name, apierr.ErrPermissionDenied)
 	}
 	return nil
 }
