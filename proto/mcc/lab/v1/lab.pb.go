@@ -967,7 +967,7 @@ type Order struct {
 	// PatientSex is the patient's sex from the directory. Output only.
 	PatientSex v1.Sex `protobuf:"varint,6,opt,name=patient_sex,json=patientSex,proto3,enum=mcc.type.v1.Sex" json:"patient_sex,omitempty"`
 	// PatientBirthDate is the patient's birth date from the directory, as
-	// YYYY-MM-DD. Output only; never in event snapshots.
+	// YYYY-MM-DD. Output only.
 	PatientBirthDate string `protobuf:"bytes,7,opt,name=patient_birth_date,json=patientBirthDate,proto3" json:"patient_birth_date,omitempty"`
 	// Tests are the codes of the ordered tests. Required.
 	Tests []string `protobuf:"bytes,8,rep,name=tests,proto3" json:"tests,omitempty"`

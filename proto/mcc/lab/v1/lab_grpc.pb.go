@@ -83,7 +83,7 @@ type LabServiceClient interface {
 	// GetOrder returns an order with its specimens and reports, whose
 	// timelines together are the order's full timeline.
 	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*GetOrderResponse, error)
-	// ListOrders lists the orders the caller's facility placed, newest
+	// ListOrders lists the orders the caller's facility placed, oldest
 	// first. Administrators see every order of the community.
 	ListOrders(ctx context.Context, in *ListOrdersRequest, opts ...grpc.CallOption) (*ListOrdersResponse, error)
 	// ListWorklist lists the orders sent to the caller's facility as lab
@@ -128,7 +128,7 @@ type LabServiceClient interface {
 	// GetCriticalNotification returns a critical-value notification.
 	GetCriticalNotification(ctx context.Context, in *GetCriticalNotificationRequest, opts ...grpc.CallOption) (*GetCriticalNotificationResponse, error)
 	// ListCriticalNotifications lists the critical notifications addressed to
-	// the caller's facility, or raised by it as lab center, newest first.
+	// the caller's facility, or raised by it as lab center, oldest first.
 	ListCriticalNotifications(ctx context.Context, in *ListCriticalNotificationsRequest, opts ...grpc.CallOption) (*ListCriticalNotificationsResponse, error)
 	// AcknowledgeCriticalNotification acknowledges a critical value for the
 	// ordering facility. With a read-back that repeats the value it is
@@ -486,7 +486,7 @@ type LabServiceServer interface {
 	// GetOrder returns an order with its specimens and reports, whose
 	// timelines together are the order's full timeline.
 	GetOrder(context.Context, *GetOrderRequest) (*GetOrderResponse, error)
-	// ListOrders lists the orders the caller's facility placed, newest
+	// ListOrders lists the orders the caller's facility placed, oldest
 	// first. Administrators see every order of the community.
 	ListOrders(context.Context, *ListOrdersRequest) (*ListOrdersResponse, error)
 	// ListWorklist lists the orders sent to the caller's facility as lab
@@ -531,7 +531,7 @@ type LabServiceServer interface {
 	// GetCriticalNotification returns a critical-value notification.
 	GetCriticalNotification(context.Context, *GetCriticalNotificationRequest) (*GetCriticalNotificationResponse, error)
 	// ListCriticalNotifications lists the critical notifications addressed to
-	// the caller's facility, or raised by it as lab center, newest first.
+	// the caller's facility, or raised by it as lab center, oldest first.
 	ListCriticalNotifications(context.Context, *ListCriticalNotificationsRequest) (*ListCriticalNotificationsResponse, error)
 	// AcknowledgeCriticalNotification acknowledges a critical value for the
 	// ordering facility. With a read-back that repeats the value it is
