@@ -122,9 +122,18 @@ func oruFor(version, barcode string, obx ...string) string {
 // gateway: a STAT order with two tubes, one rejected and collected again,
 // testing, entry and verification by two technologists, a critical
 // potassium acknowledged late after it escalated, an amended report, and
-// an analyzer's HL7 import.
+// an analyzer's HL7 import. It runs on both stores: the deadlines live in
+// the store, so the escalation is the store's as much as the service's.
 func TestLabDay(t *testing.T) {
-	sys := start(t, labFlags...)
+	for _, backend := range backends() {
+		t.Run(backend.name, func(t *testing.T) {
+			sys := start(t, append(backend.flags(t), labFlags...)...)
+			testLabDay(t, sys)
+		})
+	}
+}
+
+func testLabDay(t *testing.T, sys *system) {
 	w := newLabWorld(t, sys)
 
 	// Township: the doctor orders a blood count and electrolytes, STAT.

@@ -611,3 +611,25 @@ func TestEventsConcernOnlyTheirFacilities(t *testing.T) {
 		}
 	}
 }
+
+func TestWatchEventsStreamsTheFacilitysChanges(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithTimeout(f.doctor(t), 10*time.Second)
+	defer cancel()
+	stream, err := f.lab.WatchEvents(ctx, &labv1.WatchEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another clinic's order first: the stream must skip it.
+	if _, err := f.lab.CreateOrder(f.other(t), &labv1.CreateOrderRequest{Order: &labv1.Order{Patient: f.batu, Tests: []string{"2823-3"}, Priority: labv1.Priority_PRIORITY_STAT}}); err != nil {
+		t.Fatal(err)
+	}
+	o := f.order(t, f.batu, labv1.Priority_PRIORITY_STAT, "2823-3")
+	ev, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.GetEvent().GetType() != "order.created" || ev.GetEvent().GetResource() != o.GetName() {
+		t.Errorf("first event %v", ev.GetEvent())
+	}
+}
