@@ -27,6 +27,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/countymcc/mcc/gateway"
+	"github.com/countymcc/mcc/services/internal/admin"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/peer"
@@ -134,7 +135,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 		return nil, err
 	}
 
-	policy := auth.Policy{}
+	policy := admin.Policy()
+	backupers := map[string]admin.Backuper{}
 	var built []registrar
 	for _, t := range serviceTargets() {
 		if !targets[t.name] {
@@ -143,6 +145,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 		st, err := s.openStore(ctx, t.name)
 		if err != nil {
 			return nil, err
+		}
+		if b, ok := st.(admin.Backuper); ok {
+			backupers[t.name] = b
 		}
 		policy.Merge(t.policy())
 		svc, err := t.build(deps{
@@ -176,6 +181,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 		for _, b := range built {
 			b.Register(s.grpc)
 		}
+		admin.New(backupers, opts.Clock).Register(s.grpc)
 		metrics.InitializeMetrics(s.grpc)
 	}
 
@@ -187,6 +193,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 			if slices.Contains(gateway.Services(), name) {
 				endpoints[name] = addr
 			}
+		}
+		// Every process with a gRPC server serves the admin service for
+		// itself; the gateway exposes the one of its own process.
+		if s.grpcLis != nil {
+			endpoints[admin.Name] = dialAddr(s.grpcLis.Addr())
 		}
 		h, err := gateway.New(lifetime, endpoints, gateway.WithMaxBodyBytes(cfg.MaxBodyBytes),
 			gateway.WithTracing(s.tracer, telemetry.Propagator()),

@@ -24,6 +24,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -548,6 +549,23 @@ func (s *Store) notify(p store.Partition) {
 		close(ch)
 		delete(s.wake, p)
 	}
+}
+
+// Backup writes a copy of the whole store file to w while the store keeps
+// serving. The copy is one bbolt read transaction, so it holds exactly the
+// commits made before it began. begin is called first with the copy's size
+// (an archive header needs it).
+func (s *Store) Backup(w io.Writer, begin func(size int64) error) error {
+	if s.closed.Load() {
+		return fmt.Errorf("bolt: backup: %w", store.ErrClosed)
+	}
+	return s.wrap("backup", s.db.View(func(tx *bbolt.Tx) error {
+		if err := begin(tx.Size()); err != nil {
+			return err
+		}
+		_, err := tx.WriteTo(w)
+		return err
+	}))
 }
 
 // Partitions lists the partition buckets.
