@@ -37,6 +37,7 @@ import (
 	"github.com/countymcc/mcc/services/internal/store"
 	"github.com/countymcc/mcc/services/internal/store/bolt"
 	storeredis "github.com/countymcc/mcc/services/internal/store/redis"
+	"github.com/countymcc/mcc/services/internal/store/storemetrics"
 )
 
 // System is one running mcc process: the services its targets select, on
@@ -120,6 +121,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	registry.MustRegister(metrics)
+	storeMetrics := storemetrics.New()
+	registry.MustRegister(storeMetrics.Collectors()...)
 
 	for _, t := range serviceTargets() {
 		if targets[t.name] {
@@ -142,13 +145,14 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 		if !targets[t.name] {
 			continue
 		}
-		st, err := s.openStore(ctx, t.name)
+		raw, err := s.openStore(ctx, t.name)
 		if err != nil {
 			return nil, err
 		}
-		if b, ok := st.(admin.Backuper); ok {
+		if b, ok := raw.(admin.Backuper); ok {
 			backupers[t.name] = b
 		}
+		st := storeMetrics.Instrument(raw, t.name)
 		policy.Merge(t.policy())
 		svc, err := t.build(deps{
 			store:  st,
@@ -240,12 +244,13 @@ func (s *System) openStore(ctx context.Context, service string) (store.Store, er
 	case "redis":
 		if s.redis == nil {
 			c, err := storeredis.Dial(ctx, storeredis.ClientConfig{
-				Addrs:      splitList(s.cfg.Redis.Addrs),
-				MasterName: s.cfg.Redis.MasterName,
-				Cluster:    s.cfg.Redis.Cluster,
-				Username:   s.cfg.Redis.Username,
-				Password:   s.cfg.Redis.Password,
-				DB:         s.cfg.Redis.DB,
+				Addrs:          splitList(s.cfg.Redis.Addrs),
+				MasterName:     s.cfg.Redis.MasterName,
+				Cluster:        s.cfg.Redis.Cluster,
+				Username:       s.cfg.Redis.Username,
+				Password:       s.cfg.Redis.Password,
+				DB:             s.cfg.Redis.DB,
+				TracerProvider: s.tracer,
 			})
 			if err != nil {
 				return nil, fmt.Errorf("-redis-addr: %w", err)
