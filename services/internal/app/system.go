@@ -30,6 +30,7 @@ import (
 	"github.com/countymcc/mcc/services/internal/admin"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
+	"github.com/countymcc/mcc/services/internal/platform/events"
 	"github.com/countymcc/mcc/services/internal/platform/peer"
 	"github.com/countymcc/mcc/services/internal/platform/pii"
 	"github.com/countymcc/mcc/services/internal/platform/server"
@@ -46,6 +47,7 @@ import (
 type System struct {
 	cfg    Config
 	logger *slog.Logger
+	clock  clock.Clock
 
 	grpcLis, httpLis net.Listener
 	grpc             *grpc.Server
@@ -88,7 +90,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 	}
 	targets, _ := cfg.targets()
 	lifetime, stop := context.WithCancel(context.WithoutCancel(ctx))
-	s := &System{cfg: cfg, logger: logger, stop: stop}
+	s := &System{cfg: cfg, logger: logger, clock: opts.Clock, stop: stop}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -365,6 +367,7 @@ func (s *System) Run(ctx context.Context) error {
 	for _, r := range s.runners {
 		g.Go(func() error { return r.Run(gctx) })
 	}
+	g.Go(func() error { return s.retainEvents(gctx) })
 	s.logger.Info("mcc started", "target", s.cfg.Target, "store", s.cfg.Store, "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
 	g.Go(func() error {
 		<-gctx.Done()
@@ -372,6 +375,29 @@ func (s *System) Run(ctx context.Context) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// retainInterval is how often old events are trimmed.
+const retainInterval = time.Hour
+
+// retainEvents trims every store's change feed to -events.retention, once an
+// hour, until ctx ends. A failure is logged and retried at the next round.
+func (s *System) retainEvents(ctx context.Context) error {
+	tick := time.NewTicker(retainInterval)
+	defer tick.Stop()
+	for {
+		cutoff := s.clock.Now().Add(-s.cfg.EventRetention)
+		for _, st := range s.stores {
+			if _, err := events.Retain(ctx, st, cutoff); err != nil && ctx.Err() == nil {
+				s.logger.WarnContext(ctx, "trimming old events", "error", err.Error())
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
 }
 
 func (s *System) shutdown() {
