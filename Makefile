@@ -79,6 +79,11 @@ check-generate: generate ## Fail if generation changes any file under proto/ (co
 		git --no-pager diff --stat -- proto; git ls-files --others --exclude-standard -- proto; \
 		echo "generated code is stale: run 'make generate' and commit" >&2; exit 1; fi
 
+.PHONY: fmt
+fmt: tools ## Format Go (gofmt) and protos (buf format) in place.
+	gofmt -w proto services gateway
+	$(BUF) format -w $(BUF_OWN)
+
 .PHONY: lint
 lint: tools third-party ## Run buf lint, buf format, gofmt and go vet.
 	$(BUF) lint

@@ -31,6 +31,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	adminv1 "github.com/countymcc/mcc/proto/mcc/admin/v1"
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	labv1 "github.com/countymcc/mcc/proto/mcc/lab/v1"
 	"github.com/countymcc/mcc/proto/openapi"
@@ -46,6 +47,7 @@ type registerFunc func(context.Context, *runtime.ServeMux, *grpc.ClientConn) err
 // handlers lists the REST handlers of every service the gateway knows.
 func handlers() map[string]registerFunc {
 	return map[string]registerFunc{
+		"admin":     adminv1.RegisterAdminServiceHandler,
 		"directory": directoryv1.RegisterDirectoryServiceHandler,
 		"lab":       labv1.RegisterLabServiceHandler,
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	// Every service package, so that its descriptors are registered.
+	_ "github.com/countymcc/mcc/proto/mcc/admin/v1"
 	_ "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	_ "github.com/countymcc/mcc/proto/mcc/lab/v1"
 )

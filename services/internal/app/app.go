@@ -4,6 +4,10 @@
 //	mcc [flags]                                  run the targets of -target (all by default)
 //	mcc token -facility ID -role ROLE [flags]    print a bearer token
 //	mcc seed demo [flags]                        load the demo community into a running mcc
+//	mcc backup -out FILE [flags]                 snapshot a running mcc's embedded stores
+//	mcc restore -in FILE -data-dir DIR           unpack a backup into an empty data directory
+//	mcc health [-addr host:port]                 exit 0 if a running mcc is serving
+//	mcc keys -dir DIR                            create the signing and PII keys
 package app
 
 import (
@@ -42,10 +46,18 @@ func run(ctx context.Context, args []string, env Env) error {
 			return runToken(args[1:], env)
 		case "seed":
 			return runSeed(ctx, args[1:], env)
+		case "backup":
+			return runBackup(ctx, args[1:], env)
+		case "restore":
+			return runRestore(args[1:], env)
+		case "health":
+			return runHealth(ctx, args[1:], env)
+		case "keys":
+			return runKeys(args[1:], env)
 		case "help":
 			args = []string{"-help"}
 		default:
-			return fmt.Errorf("unknown command %q (commands: token, seed; or flags to run the server)", args[0])
+			return fmt.Errorf("unknown command %q (commands: token, seed, backup, restore, health, keys; or flags to run the server)", args[0])
 		}
 	}
 	return runServer(ctx, args, env)

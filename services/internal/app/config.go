@@ -34,8 +34,10 @@ type Config struct {
 	Server     server.Config
 	// Addrs are the gRPC addresses of services running in other processes,
 	// by service name (-directory.addr, ...).
-	Addrs           map[string]*string
-	MaxBodyBytes    int64
+	Addrs        map[string]*string
+	MaxBodyBytes int64
+	// EventRetention is how long change feeds keep events.
+	EventRetention  time.Duration
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
 	Lab             lab.Config
@@ -84,6 +86,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		c.Addrs[t.name] = fs.String(t.name+".addr", "", "gRPC address of the "+t.name+" service when it runs in another process")
 	}
 	fs.Int64Var(&c.MaxBodyBytes, "gateway.max-body-bytes", 4<<20, "largest REST request body accepted; larger ones get 413")
+	fs.DurationVar(&c.EventRetention, "events.retention", 30*24*time.Hour, "how long change feeds keep events; older cursors must resynchronize")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "longest graceful shutdown before open calls are cut")
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	c.Lab.RegisterFlags(fs)
@@ -133,6 +136,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, errors.New("-gateway.max-body-bytes: must be positive"))
+	}
+	if c.EventRetention < time.Hour {
+		errs = append(errs, errors.New("-events.retention: must be at least 1h"))
 	}
 	return errors.Join(errs...)
 }

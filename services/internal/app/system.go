@@ -27,8 +27,10 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/countymcc/mcc/gateway"
+	"github.com/countymcc/mcc/services/internal/admin"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
+	"github.com/countymcc/mcc/services/internal/platform/events"
 	"github.com/countymcc/mcc/services/internal/platform/peer"
 	"github.com/countymcc/mcc/services/internal/platform/pii"
 	"github.com/countymcc/mcc/services/internal/platform/server"
@@ -36,6 +38,7 @@ import (
 	"github.com/countymcc/mcc/services/internal/store"
 	"github.com/countymcc/mcc/services/internal/store/bolt"
 	storeredis "github.com/countymcc/mcc/services/internal/store/redis"
+	"github.com/countymcc/mcc/services/internal/store/storemetrics"
 )
 
 // System is one running mcc process: the services its targets select, on
@@ -44,6 +47,7 @@ import (
 type System struct {
 	cfg    Config
 	logger *slog.Logger
+	clock  clock.Clock
 
 	grpcLis, httpLis net.Listener
 	grpc             *grpc.Server
@@ -86,7 +90,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 	}
 	targets, _ := cfg.targets()
 	lifetime, stop := context.WithCancel(context.WithoutCancel(ctx))
-	s := &System{cfg: cfg, logger: logger, stop: stop}
+	s := &System{cfg: cfg, logger: logger, clock: opts.Clock, stop: stop}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -119,6 +123,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	registry.MustRegister(metrics)
+	storeMetrics := storemetrics.New()
+	registry.MustRegister(storeMetrics.Collectors()...)
 
 	for _, t := range serviceTargets() {
 		if targets[t.name] {
@@ -134,16 +140,21 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 		return nil, err
 	}
 
-	policy := auth.Policy{}
+	policy := admin.Policy()
+	backupers := map[string]admin.Backuper{}
 	var built []registrar
 	for _, t := range serviceTargets() {
 		if !targets[t.name] {
 			continue
 		}
-		st, err := s.openStore(ctx, t.name)
+		raw, err := s.openStore(ctx, t.name)
 		if err != nil {
 			return nil, err
 		}
+		if b, ok := raw.(admin.Backuper); ok {
+			backupers[t.name] = b
+		}
+		st := storeMetrics.Instrument(raw, t.name)
 		policy.Merge(t.policy())
 		svc, err := t.build(deps{
 			store:  st,
@@ -176,6 +187,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 		for _, b := range built {
 			b.Register(s.grpc)
 		}
+		admin.New(backupers, opts.Clock).Register(s.grpc)
 		metrics.InitializeMetrics(s.grpc)
 	}
 
@@ -187,6 +199,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 			if slices.Contains(gateway.Services(), name) {
 				endpoints[name] = addr
 			}
+		}
+		// Every process with a gRPC server serves the admin service for
+		// itself; the gateway exposes the one of its own process.
+		if s.grpcLis != nil {
+			endpoints[admin.Name] = dialAddr(s.grpcLis.Addr())
 		}
 		h, err := gateway.New(lifetime, endpoints, gateway.WithMaxBodyBytes(cfg.MaxBodyBytes),
 			gateway.WithTracing(s.tracer, telemetry.Propagator()),
@@ -229,12 +246,13 @@ func (s *System) openStore(ctx context.Context, service string) (store.Store, er
 	case "redis":
 		if s.redis == nil {
 			c, err := storeredis.Dial(ctx, storeredis.ClientConfig{
-				Addrs:      splitList(s.cfg.Redis.Addrs),
-				MasterName: s.cfg.Redis.MasterName,
-				Cluster:    s.cfg.Redis.Cluster,
-				Username:   s.cfg.Redis.Username,
-				Password:   s.cfg.Redis.Password,
-				DB:         s.cfg.Redis.DB,
+				Addrs:          splitList(s.cfg.Redis.Addrs),
+				MasterName:     s.cfg.Redis.MasterName,
+				Cluster:        s.cfg.Redis.Cluster,
+				Username:       s.cfg.Redis.Username,
+				Password:       s.cfg.Redis.Password,
+				DB:             s.cfg.Redis.DB,
+				TracerProvider: s.tracer,
 			})
 			if err != nil {
 				return nil, fmt.Errorf("-redis-addr: %w", err)
@@ -349,6 +367,7 @@ func (s *System) Run(ctx context.Context) error {
 	for _, r := range s.runners {
 		g.Go(func() error { return r.Run(gctx) })
 	}
+	g.Go(func() error { return s.retainEvents(gctx) })
 	s.logger.Info("mcc started", "target", s.cfg.Target, "store", s.cfg.Store, "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
 	g.Go(func() error {
 		<-gctx.Done()
@@ -356,6 +375,29 @@ func (s *System) Run(ctx context.Context) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// retainInterval is how often old events are trimmed.
+const retainInterval = time.Hour
+
+// retainEvents trims every store's change feed to -events.retention, once an
+// hour, until ctx ends. A failure is logged and retried at the next round.
+func (s *System) retainEvents(ctx context.Context) error {
+	tick := time.NewTicker(retainInterval)
+	defer tick.Stop()
+	for {
+		cutoff := s.clock.Now().Add(-s.cfg.EventRetention)
+		for _, st := range s.stores {
+			if _, err := events.Retain(ctx, st, cutoff); err != nil && ctx.Err() == nil {
+				s.logger.WarnContext(ctx, "trimming old events", "error", err.Error())
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
 }
 
 func (s *System) shutdown() {

@@ -36,7 +36,12 @@ func backends() []backend {
 // with its data directory in a temporary directory, until the test ends.
 func start(t *testing.T, extra ...string) *system {
 	t.Helper()
-	dir := t.TempDir()
+	return startIn(t, t.TempDir(), extra...)
+}
+
+// startIn is start on a given data directory.
+func startIn(t *testing.T, dir string, extra ...string) *system {
+	t.Helper()
 	args := append([]string{"-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0", "-data-dir=" + dir}, extra...)
 	env := app.Env{Getenv: func(string) string { return "" }, Stdout: io.Discard, Stderr: io.Discard}
 	cfg, err := app.LoadConfig(args, env)

@@ -29,6 +29,10 @@ var (
 	ErrConflict = errors.New("version conflict")
 	// ErrClosed reports a call on a closed store.
 	ErrClosed = errors.New("store closed")
+	// ErrCompacted reports a read of events that retention has already
+	// removed: the cursor is older than the log. The reader must
+	// resynchronize from the current state and start over.
+	ErrCompacted = errors.New("events compacted")
 	// ErrUnavailable reports that the backend could not be reached, or could
 	// not confirm durability (for example too few Redis replicas acknowledged
 	// a write). The outcome of a write that fails this way is unknown, so
@@ -90,8 +94,16 @@ type Store interface {
 	Txn(ctx context.Context, p Partition, fn func(tx Tx) error) error
 
 	// Events returns up to limit events of partition p with Seq > after, in
-	// order.
+	// order, or ErrCompacted if events after `after` were trimmed. After 0
+	// means from the oldest event still kept: a new reader starts there.
 	Events(ctx context.Context, p Partition, after uint64, limit int) ([]Event, error)
+
+	// TrimEvents removes the events of partition p with Seq <= through, for
+	// retention. The last event is always kept, so the log never forgets
+	// where it ends. Afterwards Events with an `after` below the trimmed
+	// point fails with ErrCompacted, so no reader skips events without
+	// knowing; Seq numbering carries on.
+	TrimEvents(ctx context.Context, p Partition, through uint64) error
 
 	// WaitEvents blocks until partition p has an event with Seq > after, or
 	// until ctx is done (then it returns ctx.Err()). It sees events committed

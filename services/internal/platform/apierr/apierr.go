@@ -51,6 +51,7 @@ var mapping = []struct {
 	{store.ErrConflict, codes.Aborted},
 	{store.ErrUnavailable, codes.Unavailable},
 	{store.ErrClosed, codes.Unavailable},
+	{store.ErrCompacted, codes.FailedPrecondition},
 	{ErrInvalidArgument, codes.InvalidArgument},
 	{ErrFailedPrecondition, codes.FailedPrecondition},
 	{ErrPermissionDenied, codes.PermissionDenied},

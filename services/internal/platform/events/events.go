@@ -10,6 +10,7 @@ package events
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -111,7 +112,7 @@ func (f *Feed) List(ctx context.Context, c auth.Caller, after string, pageSize i
 	}
 	raw, err := f.store.Events(ctx, p, seq, size)
 	if err != nil {
-		return nil, "", err
+		return nil, "", expired(err)
 	}
 	out := make([]*typev1.Event, 0, len(raw))
 	for _, r := range raw {
@@ -138,7 +139,7 @@ func (f *Feed) Watch(ctx context.Context, c auth.Caller, after string, send func
 	for {
 		raw, err := f.store.Events(ctx, p, seq, pageMax)
 		if err != nil {
-			return err
+			return expired(err)
 		}
 		for _, r := range raw {
 			seq = r.Seq
@@ -159,6 +160,68 @@ func (f *Feed) Watch(ctx context.Context, c auth.Caller, after string, send func
 		if err := f.store.WaitEvents(ctx, p, seq); err != nil {
 			return err
 		}
+	}
+}
+
+// ReasonCursorExpired is the ErrorInfo reason of a cursor older than the
+// feed's retention.
+const ReasonCursorExpired = "CURSOR_EXPIRED"
+
+// expired explains a read behind the retention window to the client.
+func expired(err error) error {
+	if errors.Is(err, store.ErrCompacted) {
+		return apierr.Condition(ReasonCursorExpired, "the cursor is older than the events this feed keeps; resynchronize: read the current state of what you follow, then follow the feed again from an empty cursor")
+	}
+	return err
+}
+
+// Retain trims from every partition of s the events committed before
+// cutoff, and reports how many partitions it trimmed. It reads each log from
+// its oldest event and trims through the last one older than cutoff.
+func Retain(ctx context.Context, s store.Store, cutoff time.Time) (int, error) {
+	parts, err := s.Partitions(ctx)
+	if err != nil {
+		return 0, err
+	}
+	trimmed := 0
+	for _, p := range parts {
+		through, err := lastBefore(ctx, s, p, cutoff)
+		if err != nil {
+			return trimmed, err
+		}
+		if through == 0 {
+			continue
+		}
+		if err := s.TrimEvents(ctx, p, through); err != nil {
+			return trimmed, err
+		}
+		trimmed++
+	}
+	return trimmed, nil
+}
+
+// lastBefore finds the Seq of the last event of p committed before cutoff.
+func lastBefore(ctx context.Context, s store.Store, p store.Partition, cutoff time.Time) (uint64, error) {
+	var through, after uint64
+	for {
+		raw, err := s.Events(ctx, p, after, pageMax)
+		if err != nil {
+			return 0, err
+		}
+		for _, r := range raw {
+			ev := &typev1.Event{}
+			if err := proto.Unmarshal(r.Data, ev); err != nil {
+				return 0, fmt.Errorf("decode event %d: %w", r.Seq, err)
+			}
+			if !ev.GetTime().AsTime().Before(cutoff) {
+				return through, nil
+			}
+			through = r.Seq
+		}
+		if len(raw) < pageMax {
+			return through, nil
+		}
+		after = raw[len(raw)-1].Seq
 	}
 }
 

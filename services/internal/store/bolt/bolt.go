@@ -24,6 +24,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -63,7 +64,10 @@ var (
 	bucketPartitions = []byte("partitions")
 	bucketRecords    = []byte("records")
 	bucketEvents     = []byte("events")
-	keyFormat        = []byte("format")
+	// keyTrimmed, in a partition bucket, holds the Seq through which events
+	// were trimmed.
+	keyTrimmed = []byte("trimmed")
+	keyFormat  = []byte("format")
 )
 
 // formatVersion is the layout described in the package comment.
@@ -476,6 +480,9 @@ func (s *Store) Events(ctx context.Context, p store.Partition, after uint64, lim
 	}
 	var evs []store.Event
 	err := s.db.View(func(tx *bbolt.Tx) error {
+		if trimmed := trimmedThrough(tx, p); after != 0 && after < trimmed {
+			return fmt.Errorf("partition %s: events through %d were trimmed, asked after %d: %w", p, trimmed, after, store.ErrCompacted)
+		}
 		eb := subBucket(tx, p, bucketEvents)
 		if eb == nil || after == ^uint64(0) {
 			return nil
@@ -493,6 +500,57 @@ func (s *Store) Events(ctx context.Context, p store.Partition, after uint64, lim
 		return nil, s.wrap("events", err)
 	}
 	return evs, nil
+}
+
+// trimmedThrough is the Seq through which p's events were trimmed, 0 if
+// none were.
+func trimmedThrough(tx *bbolt.Tx, p store.Partition) uint64 {
+	pb := tx.Bucket(bucketPartitions).Bucket([]byte(p))
+	if pb == nil {
+		return 0
+	}
+	if v := pb.Get(keyTrimmed); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+// TrimEvents deletes p's events through `through` and records the mark. It
+// is one bbolt write transaction beside the committer's (bbolt serializes
+// them).
+func (s *Store) TrimEvents(ctx context.Context, p store.Partition, through uint64) error {
+	if err := s.check(ctx, p); err != nil {
+		return err
+	}
+	return s.wrap("trim", s.db.Update(func(tx *bbolt.Tx) error {
+		pb := tx.Bucket(bucketPartitions).Bucket([]byte(p))
+		if pb == nil {
+			return nil
+		}
+		eb := pb.Bucket(bucketEvents)
+		if eb == nil {
+			return nil
+		}
+		last := eb.Sequence()
+		if last == 0 {
+			return nil
+		}
+		through = min(through, last-1)
+		if through <= trimmedThrough(tx, p) {
+			return nil
+		}
+		var doomed [][]byte
+		c := eb.Cursor()
+		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= through; k, _ = c.Next() {
+			doomed = append(doomed, bytes.Clone(k))
+		}
+		for _, k := range doomed {
+			if err := eb.Delete(k); err != nil {
+				return err
+			}
+		}
+		return pb.Put(keyTrimmed, seqKey(through))
+	}))
 }
 
 // WaitEvents blocks until p has an event with Seq > after, ctx is done or
@@ -548,6 +606,23 @@ func (s *Store) notify(p store.Partition) {
 		close(ch)
 		delete(s.wake, p)
 	}
+}
+
+// Backup writes a copy of the whole store file to w while the store keeps
+// serving. The copy is one bbolt read transaction, so it holds exactly the
+// commits made before it began. begin is called first with the copy's size
+// (an archive header needs it).
+func (s *Store) Backup(w io.Writer, begin func(size int64) error) error {
+	if s.closed.Load() {
+		return fmt.Errorf("bolt: backup: %w", store.ErrClosed)
+	}
+	return s.wrap("backup", s.db.View(func(tx *bbolt.Tx) error {
+		if err := begin(tx.Size()); err != nil {
+			return err
+		}
+		_, err := tx.WriteTo(w)
+		return err
+	}))
 }
 
 // Partitions lists the partition buckets.

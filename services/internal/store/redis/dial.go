@@ -7,7 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/extra/redisotel/v9"
 	goredis "github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/countymcc/mcc/services/internal/store"
 )
@@ -25,6 +27,9 @@ type ClientConfig struct {
 	Password string
 	// DB is the database number; Cluster has only 0.
 	DB int
+	// TracerProvider, if set, traces every Redis command (without its
+	// arguments: they hold patient data).
+	TracerProvider trace.TracerProvider
 }
 
 // clusterStateReload is how often a Cluster client refreshes its slot map.
@@ -70,6 +75,14 @@ func Dial(ctx context.Context, cfg ClientConfig) (goredis.UniversalClient, error
 			Password: cfg.Password,
 			DB:       cfg.DB,
 		})
+	}
+	if cfg.TracerProvider != nil {
+		// Statements stay out of spans: keys and values carry patient
+		// records.
+		if err := redisotel.InstrumentTracing(client, redisotel.WithTracerProvider(cfg.TracerProvider), redisotel.WithDBStatement(false)); err != nil {
+			_ = client.Close()
+			return nil, fmt.Errorf("redis: tracing: %w", err)
+		}
 	}
 	if err := client.Ping(ctx).Err(); err != nil {
 		_ = client.Close()

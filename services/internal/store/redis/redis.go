@@ -10,6 +10,7 @@
 //	<prefix>:{<service>/<partition>}:log       stream of events, ID 0-<seq>, field d
 //	<prefix>:{<service>/<partition>}:seq       counter of the last event Seq
 //	<prefix>:{<service>/<partition>}:tx:<id>   marker of a committed Txn, kept briefly
+//	<prefix>:{<service>/<partition>}:trimmed   Seq through which the log was trimmed
 //	<prefix>:partitions:{<service>}            set of the service's partitions
 //
 // Transactions are optimistic. Tx.Get reads straight from Redis and
@@ -162,6 +163,7 @@ func (k keys) index() string            { return k.base + "idx" }
 func (k keys) log() string              { return k.base + "log" }
 func (k keys) seq() string              { return k.base + "seq" }
 func (k keys) marker(id string) string  { return k.base + "tx:" + id }
+func (k keys) trimmed() string          { return k.base + "trimmed" }
 
 // partitionSet is the set of the service's partitions. It lives outside
 // every partition's hash tag, so it is written apart from the commit script
@@ -322,6 +324,31 @@ func prefixEnd(prefix string) (string, bool) {
 	return "", false
 }
 
+// eventsScript reads events after a Seq, refusing when they were trimmed
+// (after 0 reads from the oldest event kept).
+// KEYS log, trim mark; ARGV after, count.
+var eventsScript = goredis.NewScript(`#!lua flags=no-writes
+local trimmed = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[1]) > 0 and tonumber(ARGV[1]) < trimmed then
+  return redis.error_reply('MCCCOMPACTED events through ' .. trimmed .. ' were trimmed')
+end
+return redis.call('XRANGE', KEYS[1], '(0-' .. ARGV[1], '+', 'COUNT', ARGV[2])
+`)
+
+// trimScript trims the log through ARGV[1], keeping the last event, and
+// raises the trim mark. KEYS log, trim mark, seq counter.
+var trimScript = goredis.NewScript(`#!lua
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+local through = math.min(tonumber(ARGV[1]), last - 1)
+local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
+if through <= cur then
+  return cur
+end
+redis.call('XTRIM', KEYS[1], 'MINID', string.format('0-%d', through + 1))
+redis.call('SET', KEYS[2], string.format('%d', through))
+return through
+`)
+
 // Events returns up to limit events with Seq > after, in order.
 func (s *Store) Events(ctx context.Context, p store.Partition, after uint64, limit int) ([]store.Event, error) {
 	if err := s.check(ctx, p); err != nil {
@@ -333,23 +360,45 @@ func (s *Store) Events(ctx context.Context, p store.Partition, after uint64, lim
 	if after == ^uint64(0) {
 		return nil, nil
 	}
-	msgs, err := s.client.XRangeN(ctx, s.keysOf(p).log(), "(0-"+strconv.FormatUint(after, 10), "+", int64(limit)).Result()
+	k := s.keysOf(p)
+	res, err := eventsScript.Run(ctx, s.client, []string{k.log(), k.trimmed()}, strconv.FormatUint(after, 10), limit).Slice()
 	if err != nil {
+		if strings.HasPrefix(err.Error(), "MCCCOMPACTED") {
+			return nil, fmt.Errorf("redis: events of %s after %d: %s: %w", p, after, err.Error(), store.ErrCompacted)
+		}
 		return nil, wrap("events", err)
 	}
-	evs := make([]store.Event, 0, len(msgs))
-	for _, m := range msgs {
-		seq, err := parseID(m.ID)
+	evs := make([]store.Event, 0, len(res))
+	for _, entry := range res {
+		e, ok := entry.([]any)
+		if !ok || len(e) != 2 {
+			return nil, fmt.Errorf("redis: events: malformed stream entry %v", entry)
+		}
+		id, _ := e[0].(string)
+		seq, err := parseID(id)
 		if err != nil {
 			return nil, err
 		}
-		d, ok := m.Values["d"].(string)
-		if !ok {
-			return nil, fmt.Errorf("redis: event %s: no data field", m.ID)
+		fields, _ := e[1].([]any)
+		if len(fields) != 2 || fields[0] != "d" {
+			return nil, fmt.Errorf("redis: event %s: no data field", id)
 		}
+		d, _ := fields[1].(string)
 		evs = append(evs, store.Event{Seq: seq, Data: []byte(d)})
 	}
 	return evs, nil
+}
+
+// TrimEvents trims p's log through `through`, keeping the last event.
+func (s *Store) TrimEvents(ctx context.Context, p store.Partition, through uint64) error {
+	if err := s.check(ctx, p); err != nil {
+		return err
+	}
+	k := s.keysOf(p)
+	if err := trimScript.Run(ctx, s.client, []string{k.log(), k.trimmed(), k.seq()}, strconv.FormatUint(through, 10)).Err(); err != nil {
+		return wrap("trim", err)
+	}
+	return nil
 }
 
 // parseID reads the Seq out of a stream entry ID "0-<seq>".

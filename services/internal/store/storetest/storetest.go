@@ -25,7 +25,7 @@ import (
 type Opener func() (store.Store, error)
 
 // sentinels are the errors the suite distinguishes.
-var sentinels = []error{store.ErrNotFound, store.ErrAlreadyExists, store.ErrConflict, store.ErrClosed, store.ErrUnavailable}
+var sentinels = []error{store.ErrNotFound, store.ErrAlreadyExists, store.ErrConflict, store.ErrClosed, store.ErrUnavailable, store.ErrCompacted}
 
 // waitLimit bounds every wait for something that must happen, so a broken
 // backend fails the test instead of hanging it.
@@ -54,6 +54,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Opener) {
 		{"InvalidKey", testInvalidKey},
 		{"Ping", testPing},
 		{"Partitions", testPartitionList},
+		{"TrimEvents", testTrimEvents},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newBackend(t)) })
@@ -1288,5 +1289,78 @@ func testPartitionList(t *testing.T, open Opener) {
 	defer s.Close()
 	if got, err := s.Partitions(ctx); err != nil || !slices.Equal(got, want) {
 		t.Errorf("after reopen Partitions = %v, %v; want %v", got, err, want)
+	}
+}
+
+// testTrimEvents checks retention: trimmed events are gone, a read from
+// before the trimmed point is ErrCompacted (never a silent gap) except from
+// the start (0), which begins at the oldest event kept; the last
+// event is always kept, numbering carries on, and all of it survives a
+// reopen.
+func testTrimEvents(t *testing.T, open Opener) {
+	ctx := ctxFor(t)
+	const p = store.Partition("trim")
+	s, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TrimEvents(ctx, p, 10); err != nil {
+		t.Fatalf("trimming an empty log: %v", err)
+	}
+	for i := range 10 {
+		if err := appendEvents(ctx, s, p, fmt.Sprintf("e%d", i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.TrimEvents(ctx, p, 4); err != nil {
+		t.Fatal(err)
+	}
+	check := func(s store.Store) {
+		t.Helper()
+		if _, err := s.Events(ctx, p, 3, 10); !errors.Is(err, store.ErrCompacted) {
+			t.Errorf("Events after 3, trimmed through 4: %v, want ErrCompacted", err)
+		}
+		if evs, err := s.Events(ctx, p, 0, 10); err != nil || len(evs) == 0 || evs[0].Seq != 5 {
+			t.Errorf("Events from the start after a trim: %v, %v; want the oldest kept, 5", evs, err)
+		}
+		evs, err := s.Events(ctx, p, 4, 100)
+		if err != nil || len(evs) == 0 || evs[0].Seq != 5 {
+			t.Fatalf("Events after the trimmed point: %v, %v; want 5 onwards", evs, err)
+		}
+	}
+	check(s)
+	// Trimming less than before changes nothing; trimming past the end
+	// keeps the last event.
+	if err := s.TrimEvents(ctx, p, 2); err != nil {
+		t.Fatal(err)
+	}
+	check(s)
+	if err := s.TrimEvents(ctx, p, 1000); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.Events(ctx, p, 9, 10)
+	if err != nil || len(evs) != 1 || evs[0].Seq != 10 {
+		t.Fatalf("after trimming past the end: %v, %v; want the last event kept", evs, err)
+	}
+	if _, err := s.Events(ctx, p, 8, 10); !errors.Is(err, store.ErrCompacted) {
+		t.Errorf("Events after 8, trimmed through 9: %v", err)
+	}
+	if err := appendEvents(ctx, s, p, "e11"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	evs, err = s.Events(ctx, p, 9, 10)
+	if err != nil || len(evs) != 2 || evs[1].Seq != 11 {
+		t.Errorf("after reopen: %v, %v; want 10 and 11", evs, err)
+	}
+	if _, err := s.Events(ctx, p, 8, 10); !errors.Is(err, store.ErrCompacted) {
+		t.Errorf("the trim mark did not survive a reopen: %v", err)
 	}
 }

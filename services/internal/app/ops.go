@@ -1,0 +1,90 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/countymcc/mcc/services/internal/platform/auth"
+	"github.com/countymcc/mcc/services/internal/platform/clock"
+	"github.com/countymcc/mcc/services/internal/platform/pii"
+)
+
+// runHealth checks a running mcc's gRPC health service and fails unless it
+// is serving. Container images have no shell or curl; this is their
+// healthcheck.
+func runHealth(ctx context.Context, args []string, env Env) error {
+	var addr, service string
+	var timeout time.Duration
+	fs := newFlagSet("mcc health", env)
+	fs.StringVar(&addr, "addr", "localhost:9090", "gRPC address to check")
+	fs.StringVar(&service, "service", "", "service to check (default: the whole process)")
+	fs.DurationVar(&timeout, "timeout", 3*time.Second, "how long to wait for an answer")
+	if err := parse(fs, args, env); err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	if err != nil {
+		return fmt.Errorf("health of %s: %w", addr, err)
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("%s is %s", addr, resp.GetStatus())
+	}
+	fmt.Fprintln(env.Stdout, "serving")
+	return nil
+}
+
+// runKeys creates the signing key and the PII key in a directory, if they
+// are not there yet, so an operator can put them into a Kubernetes Secret or
+// a shared volume before the first replica starts.
+func runKeys(args []string, env Env) error {
+	var dir string
+	fs := newFlagSet("mcc keys", env)
+	fs.StringVar(&dir, "dir", "", "directory to create signing.key and pii.key in (required)")
+	if err := parse(fs, args, env); err != nil {
+		return err
+	}
+	if dir == "" {
+		return errors.New("-dir: required")
+	}
+	signing := filepath.Join(dir, "signing.key")
+	_, created, err := auth.LoadKeys(signing, true, clock.System{})
+	if err != nil {
+		return err
+	}
+	report(env, signing, created)
+	piiKey := filepath.Join(dir, "pii.key")
+	existed := fileExists(piiKey)
+	if _, err := pii.LoadProtector(piiKey, true); err != nil {
+		return err
+	}
+	report(env, piiKey, !existed)
+	return nil
+}
+
+func report(env Env, path string, created bool) {
+	if created {
+		fmt.Fprintf(env.Stdout, "created %s\n", path)
+	} else {
+		fmt.Fprintf(env.Stdout, "kept the existing %s\n", path)
+	}
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
