@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/countymcc/mcc/services/internal/lab"
 	"github.com/countymcc/mcc/services/internal/platform/server"
 )
 
@@ -39,6 +40,7 @@ type Config struct {
 	EventRetention  time.Duration
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
+	Lab             lab.Config
 }
 
 // BoltConfig tunes the embedded store.
@@ -87,6 +89,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.EventRetention, "events.retention", 30*24*time.Hour, "how long change feeds keep events; older cursors must resynchronize")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "longest graceful shutdown before open calls are cut")
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	c.Lab.RegisterFlags(fs)
 }
 
 // targets resolves -target into the set of target names to run.

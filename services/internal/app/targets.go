@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/countymcc/mcc/services/internal/directory"
+	"github.com/countymcc/mcc/services/internal/lab"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/peer"
@@ -52,6 +53,9 @@ func serviceTargets() []serviceTarget {
 	return []serviceTarget{
 		{name: directory.Name, policy: directory.Policy, build: func(d deps, _ *Config) (registrar, error) {
 			return directory.New(d.store, d.pii, d.clock), nil
+		}},
+		{name: lab.Name, policy: lab.Policy, build: func(d deps, c *Config) (registrar, error) {
+			return lab.New(d.store, d.clock, d.peers, d.logger, c.Lab)
 		}},
 	}
 }
