@@ -32,6 +32,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
+	sterilizationv1 "github.com/countymcc/mcc/proto/mcc/sterilization/v1"
 	"github.com/countymcc/mcc/proto/openapi"
 )
 
@@ -45,7 +46,8 @@ type registerFunc func(context.Context, *runtime.ServeMux, *grpc.ClientConn) err
 // handlers lists the REST handlers of every service the gateway knows.
 func handlers() map[string]registerFunc {
 	return map[string]registerFunc{
-		"directory": directoryv1.RegisterDirectoryServiceHandler,
+		"directory":     directoryv1.RegisterDirectoryServiceHandler,
+		"sterilization": sterilizationv1.RegisterSterilizationServiceHandler,
 	}
 }
 

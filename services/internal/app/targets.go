@@ -11,6 +11,7 @@ import (
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/peer"
 	"github.com/countymcc/mcc/services/internal/platform/pii"
+	"github.com/countymcc/mcc/services/internal/sterilization"
 	"github.com/countymcc/mcc/services/internal/store"
 )
 
@@ -52,6 +53,9 @@ func serviceTargets() []serviceTarget {
 	return []serviceTarget{
 		{name: directory.Name, policy: directory.Policy, build: func(d deps, _ *Config) (registrar, error) {
 			return directory.New(d.store, d.pii, d.clock), nil
+		}},
+		{name: sterilization.Name, policy: sterilization.Policy, build: func(d deps, c *Config) (registrar, error) {
+			return sterilization.New(d.store, d.clock, d.peers, d.logger, c.Sterilization)
 		}},
 	}
 }
