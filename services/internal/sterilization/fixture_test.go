@@ -59,7 +59,9 @@ type fixture struct {
 	wjhPatient  string
 }
 
-func newFixture(t testing.TB) *fixture { return newFixtureWith(t, sterilization.Config{UTCOffset: 8 * time.Hour}) }
+func newFixture(t testing.TB) *fixture {
+	return newFixtureWith(t, sterilization.Config{UTCOffset: 8 * time.Hour})
+}
 
 func newFixtureWith(t testing.TB, cfg sterilization.Config) *fixture {
 	t.Helper()

@@ -247,6 +247,7 @@ func (s *Service) RecordLoadResults(ctx context.Context, req *sterilizationv1.Re
 		if load.GetState() != running {
 			return "", apierr.Condition(ReasonLoadNotRunning, "%s is %s; results are recorded while it runs", load.GetName(), load.GetState())
 		}
+		changed := false
 		for _, r := range []struct {
 			name      string
 			got, sent sterilizationv1.Result
@@ -261,9 +262,13 @@ func (s *Service) RecordLoadResults(ctx context.Context, req *sterilizationv1.Re
 				return "", apierr.Condition(ReasonResultRecorded, "the %s result of %s is already recorded as %s", r.name, load.GetName(), r.got)
 			default:
 				r.set(r.sent)
+				changed = true
 			}
 		}
-		if load.GetPhysical() != sterilizationv1.Result_RESULT_FAIL && load.GetChemical() != sterilizationv1.Result_RESULT_FAIL {
+		switch {
+		case !changed:
+			return "", nil
+		case load.GetPhysical() != sterilizationv1.Result_RESULT_FAIL && load.GetChemical() != sterilizationv1.Result_RESULT_FAIL:
 			return "load.results_recorded", nil
 		}
 		if err := LoadMachine().Apply(load, failed, c, now, "physical or chemical monitoring failed"); err != nil {
@@ -328,6 +333,7 @@ func (s *Service) ReleaseLoad(ctx context.Context, req *sterilizationv1.ReleaseL
 
 // changeLoad runs change on a load of the caller's CSSD in one
 // transaction, and saves the load with the event whose type change returns.
+// An empty type means nothing changed: nothing is written.
 func (s *Service) changeLoad(ctx context.Context, c auth.Caller, name, etag string, now time.Time, change func(store.Tx, *sterilizationv1.Load) (string, error)) (*sterilizationv1.Load, error) {
 	lt := loadTable(name)
 	var out *sterilizationv1.Load
@@ -343,7 +349,8 @@ func (s *Service) changeLoad(ctx context.Context, c auth.Caller, name, etag stri
 			return err
 		}
 		typ, err := change(tx, load)
-		if err != nil {
+		if err != nil || typ == "" {
+			out = load
 			return err
 		}
 		resource.Stamp(load, now, false)

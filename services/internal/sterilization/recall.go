@@ -70,7 +70,7 @@ func (s *Service) RecordBiologicalResult(ctx context.Context, req *sterilization
 		resp.Recall = ""
 		switch got := load.GetBiological(); {
 		case got == req.GetResult():
-			return "load.biological_recorded", nil
+			return "", nil
 		case got != sterilizationv1.Result_RESULT_UNSPECIFIED:
 			return "", apierr.Condition(ReasonResultRecorded, "the biological result of %s is already recorded as %s", load.GetName(), got)
 		}
