@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/countymcc/mcc/services/internal/app"
+	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/telemetry"
 	"github.com/countymcc/mcc/services/internal/store/redistest"
 )
@@ -36,6 +37,13 @@ func backends() []backend {
 // with its data directory in a temporary directory, until the test ends.
 func start(t *testing.T, extra ...string) *system {
 	t.Helper()
+	return startAt(t, nil, extra...)
+}
+
+// startAt is start with a clock the test moves (nil: the real one). Tokens
+// of the system are then issued on that clock.
+func startAt(t *testing.T, clk *clock.Manual, extra ...string) *system {
+	t.Helper()
 	dir := t.TempDir()
 	args := append([]string{"-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0", "-data-dir=" + dir}, extra...)
 	env := app.Env{Getenv: func(string) string { return "" }, Stdout: io.Discard, Stderr: io.Discard}
@@ -50,7 +58,11 @@ func start(t *testing.T, extra ...string) *system {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	logger := telemetry.NewLogger(logOut, slog.LevelDebug)
-	sys, err := app.New(ctx, cfg, logger, app.Options{})
+	opts := app.Options{}
+	if clk != nil {
+		opts.Clock = clk
+	}
+	sys, err := app.New(ctx, cfg, logger, opts)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -63,7 +75,7 @@ func start(t *testing.T, extra ...string) *system {
 			t.Errorf("mcc stopped with %v", err)
 		}
 	})
-	return &system{url: "http://" + sys.HTTPAddr(), grpc: sys.GRPCAddr(), dataDir: dir, logs: logs}
+	return &system{url: "http://" + sys.HTTPAddr(), grpc: sys.GRPCAddr(), dataDir: dir, logs: logs, clock: clk}
 }
 
 // logBuffer collects the system's logs for the tests to search.
