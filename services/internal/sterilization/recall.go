@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -339,31 +340,97 @@ func (r *recaller) locate(load *sterilizationv1.Load, lp *sterilizationv1.LoadPa
 		SetType: lp.GetSetType(), Owner: lp.GetFacility(), Implant: lp.GetImplant(),
 		Location: sterilizationv1.RecallItem_LOCATION_IN_STORE, Facility: load.GetFacility(),
 	}
-	p, _, err := packages.Get(r.tx, lp.GetPackage())
+	rec, err := r.tx.Get(packages.Key(lp.GetPackage()))
 	if err != nil {
 		return nil, err
 	}
-	if p.GetCycle() != lp.GetCycle() {
-		rec, err := r.tx.Get(cycleKey(p.GetBarcode(), lp.GetCycle()))
-		if err != nil {
+	p, err := readFacts(rec)
+	if err != nil {
+		return nil, err
+	}
+	if p.cycle != lp.GetCycle() {
+		if rec, err = r.tx.Get(cycleKey(packageID(lp.GetPackage()), lp.GetCycle())); err != nil {
 			return nil, err
 		}
-		p = &sterilizationv1.Package{}
-		if err := proto.Unmarshal(rec.Value, p); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", rec.Key, err)
-		}
-		if p.GetUse() == nil {
-			return item, nil
+		if p, err = readFacts(rec); err != nil || p.use == nil {
+			return item, err
 		}
 	}
-	item.EarlyReleased = p.GetEarlyRelease() != nil
+	item.EarlyReleased = p.early
 	switch {
-	case p.GetUse() != nil:
-		item.Location, item.Facility, item.Use = sterilizationv1.RecallItem_LOCATION_USED, p.GetUse().GetFacility(), p.GetUse()
-	case p.GetState() == dispatched || p.GetState() == received:
-		item.Location, item.Facility = sterilizationv1.RecallItem_LOCATION_DISPATCHED, p.GetHolder()
+	case p.use != nil:
+		item.Location, item.Facility, item.Use = sterilizationv1.RecallItem_LOCATION_USED, p.use.GetFacility(), p.use
+	case p.state == dispatched || p.state == received:
+		item.Location, item.Facility = sterilizationv1.RecallItem_LOCATION_DISPATCHED, p.holder
 	}
 	return item, nil
+}
+
+// cycleFacts are what a recall needs of a stored package cycle.
+type cycleFacts struct {
+	cycle  int32
+	state  State
+	holder string
+	use    *sterilizationv1.Use
+	early  bool
+}
+
+// Field numbers of the Package fields readFacts reads.
+const (
+	fieldState        = 7
+	fieldCycle        = 8
+	fieldHolder       = 9
+	fieldUse          = 17
+	fieldEarlyRelease = 18
+)
+
+// readFacts reads those fields of a stored package and skips the rest, its
+// timeline above all: a recall reads thousands of packages, and decoding
+// their whole timelines was most of its time. TestFactFields keeps the
+// numbers in step with the contract.
+func readFacts(rec store.Record) (cycleFacts, error) {
+	var f cycleFacts
+	b := rec.Value
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return f, fmt.Errorf("decode %s: %w", rec.Key, protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch {
+		case typ == protowire.VarintType && (num == fieldState || num == fieldCycle):
+			var v uint64
+			v, n = protowire.ConsumeVarint(b)
+			if num == fieldState {
+				f.state = State(v)
+			} else {
+				f.cycle = int32(v)
+			}
+		case typ == protowire.BytesType && (num == fieldHolder || num == fieldUse || num == fieldEarlyRelease):
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n < 0 {
+				break
+			}
+			switch num {
+			case fieldHolder:
+				f.holder = string(v)
+			case fieldUse:
+				f.use = &sterilizationv1.Use{}
+				if err := proto.Unmarshal(v, f.use); err != nil {
+					return f, fmt.Errorf("decode %s: %w", rec.Key, err)
+				}
+			case fieldEarlyRelease:
+				f.early = true
+			}
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return f, fmt.Errorf("decode %s: %w", rec.Key, protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	return f, nil
 }
 
 // concernedFacility is the facility a recall item is notified to: where the
