@@ -121,6 +121,12 @@ func (s *Service) RecordBiologicalResult(ctx context.Context, req *sterilization
 	if err != nil {
 		return nil, err
 	}
+	if resp.GetRecall() != "" {
+		// The log names the recall and the load only: the report itself,
+		// with its patients, stays behind the API's access checks.
+		s.logger.WarnContext(ctx, "biological indicator failed: sterilizer locked and packages recalled",
+			"load", req.GetName(), "recall", resp.GetRecall(), "community", c.Community)
+	}
 	return resp, nil
 }
 
@@ -501,13 +507,8 @@ func (s *Service) ListRecalls(ctx context.Context, req *sterilizationv1.ListReca
 	if c.SeesCommunity() || c.Has(typev1.Role_ROLE_CSSD_OPERATOR) {
 		prefix = recalls.Prefix
 	}
-	filter := "recalls|" + c.Facility + "|" + prefix
-	after, err := paging.Decode(req.GetPageToken(), filter)
-	if err != nil {
-		return nil, err
-	}
 	resp := &sterilizationv1.ListRecallsResponse{}
-	last, err := paging.Scan(ctx, s.store, store.Partition(c.Community), prefix, after, paging.Size(req.GetPageSize()), func(rec store.Record) (bool, error) {
+	resp.NextPageToken, err = s.page(ctx, c, prefix, "recalls|"+c.Facility+"|"+prefix, req.GetPageToken(), req.GetPageSize(), func(rec store.Record) (bool, error) {
 		r, err := s.visibleRecall(ctx, c, recalls.Name(strings.TrimPrefix(rec.Key, prefix)))
 		if errors.Is(err, store.ErrNotFound) {
 			return false, nil
@@ -520,9 +521,6 @@ func (s *Service) ListRecalls(ctx context.Context, req *sterilizationv1.ListReca
 	})
 	if err != nil {
 		return nil, err
-	}
-	if last != "" {
-		resp.NextPageToken = paging.Encode(last, filter)
 	}
 	return resp, nil
 }
@@ -540,13 +538,8 @@ func (s *Service) ListRecallItems(ctx context.Context, req *sterilizationv1.List
 	}
 	whole := c.SeesCommunity() || r.GetFacility() == c.Facility
 	filter := fmt.Sprintf("%s|%s|%d", req.GetParent(), c.Facility, req.GetLocation())
-	after, err := paging.Decode(req.GetPageToken(), filter)
-	if err != nil {
-		return nil, err
-	}
 	resp := &sterilizationv1.ListRecallItemsResponse{}
-	prefix := recallItemPrefix(req.GetParent())
-	last, err := paging.Scan(ctx, s.store, store.Partition(c.Community), prefix, after, paging.Size(req.GetPageSize()), func(rec store.Record) (bool, error) {
+	resp.NextPageToken, err = s.page(ctx, c, recallItemPrefix(req.GetParent()), filter, req.GetPageToken(), req.GetPageSize(), func(rec store.Record) (bool, error) {
 		item := &sterilizationv1.RecallItem{}
 		if err := proto.Unmarshal(rec.Value, item); err != nil {
 			return false, fmt.Errorf("decode %s: %w", rec.Key, err)
@@ -566,10 +559,22 @@ func (s *Service) ListRecallItems(ctx context.Context, req *sterilizationv1.List
 	if err != nil {
 		return nil, err
 	}
-	if last != "" {
-		resp.NextPageToken = paging.Encode(last, filter)
-	}
 	return resp, nil
+}
+
+// page lists one page of the records under prefix for a List method whose
+// filters filter describes: the page token's check, the bounded scan, the
+// next token.
+func (s *Service) page(ctx context.Context, c auth.Caller, prefix, filter, token string, size int32, keep func(store.Record) (bool, error)) (string, error) {
+	after, err := paging.Decode(token, filter)
+	if err != nil {
+		return "", err
+	}
+	last, err := paging.Scan(ctx, s.store, store.Partition(c.Community), prefix, after, paging.Size(size), keep)
+	if err != nil || last == "" {
+		return "", err
+	}
+	return paging.Encode(last, filter), nil
 }
 
 // putProto stores a record that is not a resource (an ended cycle, a

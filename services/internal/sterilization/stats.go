@@ -125,9 +125,13 @@ type statRow struct {
 	value []byte
 }
 
-// scanStats reads the counter records under prefix for the days from first
-// to last, that keep accepts by the parts of their key after the day.
-func (s *Service) scanStats(ctx context.Context, c auth.Caller, prefix, first, last string, keep func(parts []string) bool) ([]statRow, error) {
+// scanStats reads the counter records under prefix for the days from start
+// to end, that keep accepts by the parts of their key after the day.
+func (s *Service) scanStats(ctx context.Context, c auth.Caller, prefix, start, end string, keep func(parts []string) bool) ([]statRow, error) {
+	first, last, err := statRange(start, end)
+	if err != nil {
+		return nil, err
+	}
 	var rows []statRow
 	after := prefix + first
 	for {
@@ -151,6 +155,14 @@ func (s *Service) scanStats(ctx context.Context, c auth.Caller, prefix, first, l
 	}
 }
 
+// dispatchRows reads the dispatch counters of a range that the caller may
+// see; their key parts are the CSSD, the facility and the set type.
+func (s *Service) dispatchRows(ctx context.Context, c auth.Caller, start, end string) ([]statRow, error) {
+	return s.scanStats(ctx, c, dispatchStatPrefix, start, end, func(parts []string) bool {
+		return len(parts) == 3 && seesStats(c, parts[0], parts[1])
+	})
+}
+
 // seesStats reports whether the caller may see the counters of a CSSD and
 // a facility: administrators all, a CSSD its own, a clinic its own.
 func seesStats(c auth.Caller, cssd, facility string) bool {
@@ -165,13 +177,7 @@ func (s *Service) GetStatistics(ctx context.Context, req *sterilizationv1.GetSta
 	if err != nil {
 		return nil, err
 	}
-	first, last, err := statRange(req.GetStartDay(), req.GetEndDay())
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.scanStats(ctx, c, dispatchStatPrefix, first, last, func(parts []string) bool {
-		return len(parts) == 3 && seesStats(c, parts[0], parts[1])
-	})
+	rows, err := s.dispatchRows(ctx, c, req.GetStartDay(), req.GetEndDay())
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +209,7 @@ func (s *Service) GetStatistics(ctx context.Context, req *sterilizationv1.GetSta
 	for _, f := range slicesSorted(facilities) {
 		resp.Facilities = append(resp.Facilities, &sterilizationv1.FacilityDay{Facility: f, Packages: facilities[f].packages, MeanTurnaround: mean(facilities[f])})
 	}
-	loadRows, err := s.scanStats(ctx, c, loadStatPrefix, first, last, func(parts []string) bool {
+	loadRows, err := s.scanStats(ctx, c, loadStatPrefix, req.GetStartDay(), req.GetEndDay(), func(parts []string) bool {
 		return len(parts) == 2 && (c.SeesCommunity() || facilityID(c.Facility) == parts[0])
 	})
 	if err != nil {
@@ -234,13 +240,7 @@ func (s *Service) GetCostSummary(ctx context.Context, req *sterilizationv1.GetCo
 	if err != nil {
 		return nil, err
 	}
-	first, last, err := statRange(req.GetStartDay(), req.GetEndDay())
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.scanStats(ctx, c, dispatchStatPrefix, first, last, func(parts []string) bool {
-		return len(parts) == 3 && seesStats(c, parts[0], parts[1])
-	})
+	rows, err := s.dispatchRows(ctx, c, req.GetStartDay(), req.GetEndDay())
 	if err != nil {
 		return nil, err
 	}

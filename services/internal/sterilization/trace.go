@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	sterilizationv1 "github.com/countymcc/mcc/proto/mcc/sterilization/v1"
+	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/paging"
 	"github.com/countymcc/mcc/services/internal/store"
 )
@@ -77,37 +78,24 @@ func (s *Service) TracePackage(ctx context.Context, req *sterilizationv1.TracePa
 		return nil, notFound(req.GetName())
 	}
 	filter := "trace|" + req.GetName()
-	after, err := paging.Decode(req.GetPageToken(), filter)
-	if err != nil {
-		return nil, err
-	}
-	size := paging.Size(req.GetPageSize())
 	cache := newLoadCache()
 	resp := &sterilizationv1.TracePackageResponse{}
-	last, err := paging.Scan(ctx, s.store, part, "pcyc/"+cur.GetBarcode()+"/", after, size, func(rec store.Record) (bool, error) {
+	resp.NextPageToken, err = s.page(ctx, c, "pcyc/"+cur.GetBarcode()+"/", filter, req.GetPageToken(), req.GetPageSize(), func(rec store.Record) (bool, error) {
 		p, err := decodeCycle(rec)
 		if err != nil {
 			return false, err
 		}
-		v, err := s.view(ctx, c, p, cache)
-		if err != nil {
-			return false, err
-		}
-		resp.Cycles = append(resp.Cycles, v)
-		return true, nil
+		return s.appendView(ctx, c, &resp.Cycles, p, cache)
 	})
 	if err != nil {
 		return nil, err
 	}
 	switch {
-	case last != "":
-		resp.NextPageToken = paging.Encode(last, filter)
-	case len(resp.GetCycles()) < size:
-		v, err := s.view(ctx, c, cur, cache)
-		if err != nil {
+	case resp.GetNextPageToken() != "":
+	case len(resp.GetCycles()) < paging.Size(req.GetPageSize()):
+		if _, err := s.appendView(ctx, c, &resp.Cycles, cur, cache); err != nil {
 			return nil, err
 		}
-		resp.Cycles = append(resp.Cycles, v)
 	default:
 		// The page is full of ended cycles; the current one comes on the
 		// next page, which starts after every ended cycle.
@@ -125,13 +113,9 @@ func (s *Service) ListPatientPackages(ctx context.Context, req *sterilizationv1.
 	}
 	part := store.Partition(c.Community)
 	filter := "patient|" + req.GetPatient() + "|" + c.Facility
-	after, err := paging.Decode(req.GetPageToken(), filter)
-	if err != nil {
-		return nil, err
-	}
 	cache := newLoadCache()
 	resp := &sterilizationv1.ListPatientPackagesResponse{}
-	last, err := paging.Scan(ctx, s.store, part, patientPrefix(req.GetPatient()), after, paging.Size(req.GetPageSize()), func(rec store.Record) (bool, error) {
+	resp.NextPageToken, err = s.page(ctx, c, patientPrefix(req.GetPatient()), filter, req.GetPageToken(), req.GetPageSize(), func(rec store.Record) (bool, error) {
 		var link patientLink
 		if err := json.Unmarshal(rec.Value, &link); err != nil {
 			return false, fmt.Errorf("decode %s: %w", rec.Key, err)
@@ -143,18 +127,10 @@ func (s *Service) ListPatientPackages(ctx context.Context, req *sterilizationv1.
 		if err != nil {
 			return false, err
 		}
-		v, err := s.view(ctx, c, p, cache)
-		if err != nil {
-			return false, err
-		}
-		resp.Packages = append(resp.Packages, v)
-		return true, nil
+		return s.appendView(ctx, c, &resp.Packages, p, cache)
 	})
 	if err != nil {
 		return nil, err
-	}
-	if last != "" {
-		resp.NextPageToken = paging.Encode(last, filter)
 	}
 	return resp, nil
 }
@@ -168,15 +144,11 @@ func (s *Service) ListInventory(ctx context.Context, req *sterilizationv1.ListIn
 	}
 	part := store.Partition(c.Community)
 	filter := fmt.Sprintf("inventory|%s|%d", c.Facility, req.GetExpiresWithinDays())
-	after, err := paging.Decode(req.GetPageToken(), filter)
-	if err != nil {
-		return nil, err
-	}
 	horizon := s.clock.Now().Add(time.Duration(req.GetExpiresWithinDays()) * 24 * time.Hour)
 	cache := newLoadCache()
 	resp := &sterilizationv1.ListInventoryResponse{}
 	prefix := inventoryKey(c.Facility, "")
-	last, err := paging.Scan(ctx, s.store, part, prefix, after, paging.Size(req.GetPageSize()), func(rec store.Record) (bool, error) {
+	resp.NextPageToken, err = s.page(ctx, c, prefix, filter, req.GetPageToken(), req.GetPageSize(), func(rec store.Record) (bool, error) {
 		p, err := packages.Load(ctx, s.store, part, packages.Name(strings.TrimPrefix(rec.Key, prefix)))
 		if err != nil {
 			return false, err
@@ -184,18 +156,20 @@ func (s *Service) ListInventory(ctx context.Context, req *sterilizationv1.ListIn
 		if req.GetExpiresWithinDays() > 0 && (p.GetExpireTime() == nil || p.GetExpireTime().AsTime().After(horizon)) {
 			return false, nil
 		}
-		v, err := s.view(ctx, c, p, cache)
-		if err != nil {
-			return false, err
-		}
-		resp.Packages = append(resp.Packages, v)
-		return true, nil
+		return s.appendView(ctx, c, &resp.Packages, p, cache)
 	})
 	if err != nil {
 		return nil, err
 	}
-	if last != "" {
-		resp.NextPageToken = paging.Encode(last, filter)
-	}
 	return resp, nil
+}
+
+// appendView appends p, as the caller sees it, to a page.
+func (s *Service) appendView(ctx context.Context, c auth.Caller, page *[]*sterilizationv1.Package, p *sterilizationv1.Package, cache loadCache) (bool, error) {
+	v, err := s.view(ctx, c, p, cache)
+	if err != nil {
+		return false, err
+	}
+	*page = append(*page, v)
+	return true, nil
 }
