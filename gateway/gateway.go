@@ -34,6 +34,7 @@ import (
 	adminv1 "github.com/countymcc/mcc/proto/mcc/admin/v1"
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	labv1 "github.com/countymcc/mcc/proto/mcc/lab/v1"
+	sterilizationv1 "github.com/countymcc/mcc/proto/mcc/sterilization/v1"
 	"github.com/countymcc/mcc/proto/openapi"
 )
 
@@ -47,9 +48,10 @@ type registerFunc func(context.Context, *runtime.ServeMux, *grpc.ClientConn) err
 // handlers lists the REST handlers of every service the gateway knows.
 func handlers() map[string]registerFunc {
 	return map[string]registerFunc{
-		"admin":     adminv1.RegisterAdminServiceHandler,
-		"directory": directoryv1.RegisterDirectoryServiceHandler,
-		"lab":       labv1.RegisterLabServiceHandler,
+		"admin":         adminv1.RegisterAdminServiceHandler,
+		"directory":     directoryv1.RegisterDirectoryServiceHandler,
+		"lab":           labv1.RegisterLabServiceHandler,
+		"sterilization": sterilizationv1.RegisterSterilizationServiceHandler,
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/countymcc/mcc/services/internal/lab"
 	"github.com/countymcc/mcc/services/internal/platform/server"
+	"github.com/countymcc/mcc/services/internal/sterilization"
 )
 
 // Config is everything `mcc` (the server) is told on its command line or in
@@ -41,6 +42,7 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
 	Lab             lab.Config
+	Sterilization   sterilization.Config
 }
 
 // BoltConfig tunes the embedded store.
@@ -90,6 +92,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "longest graceful shutdown before open calls are cut")
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	c.Lab.RegisterFlags(fs)
+	c.Sterilization.RegisterFlags(fs)
 }
 
 // targets resolves -target into the set of target names to run.

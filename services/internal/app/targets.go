@@ -12,6 +12,7 @@ import (
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/peer"
 	"github.com/countymcc/mcc/services/internal/platform/pii"
+	"github.com/countymcc/mcc/services/internal/sterilization"
 	"github.com/countymcc/mcc/services/internal/store"
 )
 
@@ -56,6 +57,9 @@ func serviceTargets() []serviceTarget {
 		}},
 		{name: lab.Name, policy: lab.Policy, build: func(d deps, c *Config) (registrar, error) {
 			return lab.New(d.store, d.clock, d.peers, d.logger, c.Lab)
+		}},
+		{name: sterilization.Name, policy: sterilization.Policy, build: func(d deps, c *Config) (registrar, error) {
+			return sterilization.New(d.store, d.clock, d.peers, d.logger, c.Sterilization)
 		}},
 	}
 }

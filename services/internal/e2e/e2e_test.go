@@ -259,6 +259,8 @@ type system struct {
 	grpc    string
 	dataDir string
 	logs    *logBuffer
+	// clock is the system's clock when the test controls it.
+	clock *clock.Manual
 }
 
 func (s *system) do(t *testing.T, method, path, token, body string) response {
@@ -290,10 +292,12 @@ func (s *system) do(t *testing.T, method, path, token, body string) response {
 // expired one.
 func (s *system) token(t *testing.T, community, facility string, ttl time.Duration, roles ...typev1.Role) string {
 	t.Helper()
-	clk := clock.System{}
-	var c clock.Clock = clk
+	var c clock.Clock = clock.System{}
+	if s.clock != nil {
+		c = s.clock
+	}
 	if ttl < 0 {
-		c = clock.NewManual(time.Now().Add(2 * ttl))
+		c = clock.NewManual(c.Now().Add(2 * ttl))
 		ttl = -ttl
 	}
 	keys, _, err := auth.LoadKeys(filepath.Join(s.dataDir, "signing.key"), false, c)

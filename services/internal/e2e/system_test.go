@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/countymcc/mcc/services/internal/app"
+	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/telemetry"
 	"github.com/countymcc/mcc/services/internal/store/redistest"
 )
@@ -36,11 +37,25 @@ func backends() []backend {
 // with its data directory in a temporary directory, until the test ends.
 func start(t *testing.T, extra ...string) *system {
 	t.Helper()
-	return startIn(t, t.TempDir(), extra...)
+	return startOn(t, t.TempDir(), nil, extra...)
 }
 
 // startIn is start on a given data directory.
 func startIn(t *testing.T, dir string, extra ...string) *system {
+	t.Helper()
+	return startOn(t, dir, nil, extra...)
+}
+
+// startAt is start with a clock the test moves. Tokens of the system are
+// then issued on that clock.
+func startAt(t *testing.T, clk *clock.Manual, extra ...string) *system {
+	t.Helper()
+	return startOn(t, t.TempDir(), clk, extra...)
+}
+
+// startOn runs mcc on the data directory dir with the clock clk (nil: the
+// real one).
+func startOn(t *testing.T, dir string, clk *clock.Manual, extra ...string) *system {
 	t.Helper()
 	args := append([]string{"-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0", "-data-dir=" + dir}, extra...)
 	env := app.Env{Getenv: func(string) string { return "" }, Stdout: io.Discard, Stderr: io.Discard}
@@ -55,7 +70,11 @@ func startIn(t *testing.T, dir string, extra ...string) *system {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	logger := telemetry.NewLogger(logOut, slog.LevelDebug)
-	sys, err := app.New(ctx, cfg, logger, app.Options{})
+	opts := app.Options{}
+	if clk != nil {
+		opts.Clock = clk
+	}
+	sys, err := app.New(ctx, cfg, logger, opts)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -68,7 +87,7 @@ func startIn(t *testing.T, dir string, extra ...string) *system {
 			t.Errorf("mcc stopped with %v", err)
 		}
 	})
-	return &system{url: "http://" + sys.HTTPAddr(), grpc: sys.GRPCAddr(), dataDir: dir, logs: logs}
+	return &system{url: "http://" + sys.HTTPAddr(), grpc: sys.GRPCAddr(), dataDir: dir, logs: logs, clock: clk}
 }
 
 // logBuffer collects the system's logs for the tests to search.
