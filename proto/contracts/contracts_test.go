@@ -15,6 +15,7 @@ import (
 
 	// Every service package, so that its descriptors are registered.
 	_ "github.com/countymcc/mcc/proto/mcc/directory/v1"
+	_ "github.com/countymcc/mcc/proto/mcc/referral/v1"
 )
 
 // services returns every service of an mcc.* package.
