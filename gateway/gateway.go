@@ -32,6 +32,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
+	referralv1 "github.com/countymcc/mcc/proto/mcc/referral/v1"
 	"github.com/countymcc/mcc/proto/openapi"
 )
 
@@ -46,6 +47,7 @@ type registerFunc func(context.Context, *runtime.ServeMux, *grpc.ClientConn) err
 func handlers() map[string]registerFunc {
 	return map[string]registerFunc{
 		"directory": directoryv1.RegisterDirectoryServiceHandler,
+		"referral":  referralv1.RegisterReferralServiceHandler,
 	}
 }
 

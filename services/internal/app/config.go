@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/countymcc/mcc/services/internal/platform/server"
+	"github.com/countymcc/mcc/services/internal/referral"
 )
 
 // Config is everything `mcc` (the server) is told on its command line or in
@@ -37,6 +38,7 @@ type Config struct {
 	MaxBodyBytes    int64
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
+	Referral        referral.Config
 }
 
 // BoltConfig tunes the embedded store.
@@ -84,6 +86,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxBodyBytes, "gateway.max-body-bytes", 4<<20, "largest REST request body accepted; larger ones get 413")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "longest graceful shutdown before open calls are cut")
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	c.Referral.RegisterFlags(fs)
 }
 
 // targets resolves -target into the set of target names to run.

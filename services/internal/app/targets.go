@@ -11,6 +11,7 @@ import (
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/peer"
 	"github.com/countymcc/mcc/services/internal/platform/pii"
+	"github.com/countymcc/mcc/services/internal/referral"
 	"github.com/countymcc/mcc/services/internal/store"
 )
 
@@ -52,6 +53,10 @@ func serviceTargets() []serviceTarget {
 	return []serviceTarget{
 		{name: directory.Name, policy: directory.Policy, build: func(d deps, _ *Config) (registrar, error) {
 			return directory.New(d.store, d.pii, d.clock), nil
+		}},
+		{name: referral.Name, policy: referral.Policy, build: func(d deps, c *Config) (registrar, error) {
+			// Attachments stays nil until the recognition service exists.
+			return referral.New(referral.Deps{Store: d.store, Clock: d.clock, Peers: d.peers, Logger: d.logger}, c.Referral), nil
 		}},
 	}
 }
