@@ -114,6 +114,9 @@ func (s *Service) ResubmitReferral(ctx context.Context, req *referralv1.Resubmit
 			if req.GetClinicalSummary() != "" {
 				r.ClinicalSummary = req.GetClinicalSummary()
 			}
+			// The return's advice stays in the timeline; the next decision
+			// is a new triage, timed from now.
+			r.Triage = nil
 			return s.startTriageClock(tx, r, now)
 		})
 	if err != nil {

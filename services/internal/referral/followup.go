@@ -2,7 +2,6 @@ package referral
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"github.com/countymcc/mcc/services/internal/platform/deadline"
 	"github.com/countymcc/mcc/services/internal/platform/events"
 	"github.com/countymcc/mcc/services/internal/platform/fsm"
-	"github.com/countymcc/mcc/services/internal/platform/paging"
 	"github.com/countymcc/mcc/services/internal/platform/resource"
 	"github.com/countymcc/mcc/services/internal/store"
 )
@@ -80,51 +78,36 @@ func (s *Service) ListFollowUps(ctx context.Context, req *referralv1.ListFollowU
 	if err != nil {
 		return nil, err
 	}
-	p := store.Partition(c.Community)
 	var prefix string
+	var recordKey func(string) string
 	if req.GetParent() == "referrals/-" {
 		if req.GetState() == 0 {
 			return nil, apierr.Invalid("state", "is required with referrals/-")
 		}
 		prefix = followUpIndexPrefix(c.Facility, req.GetState())
+		// The index key ends with the task's ID, "{referral}/followUps/{nn}",
+		// after the due time.
+		recordKey = func(key string) string {
+			_, id, _ := strings.Cut(strings.TrimPrefix(key, prefix), "/")
+			return followUpPrefix + id
+		}
 	} else {
 		if _, err := s.load(ctx, c, req.GetParent()); err != nil {
 			return nil, err
 		}
 		prefix = followUps.Key(req.GetParent() + "/followUps/")
 	}
-	filter := fmt.Sprintf("%s|%d", prefix, req.GetState())
-	after, err := paging.Decode(req.GetPageToken(), filter)
-	if err != nil {
-		return nil, err
-	}
-	resp := &referralv1.ListFollowUpsResponse{}
-	last, err := paging.Scan(ctx, s.store, p, prefix, after, paging.Size(req.GetPageSize()), func(rec store.Record) (bool, error) {
-		if strings.HasPrefix(prefix, "fuidx/") {
-			// The index key ends with the task's ID, "{referral}/followUps/{nn}".
-			parts := strings.SplitN(strings.TrimPrefix(rec.Key, prefix), "/", 2)
-			var err error
-			if rec, err = s.store.Get(ctx, p, followUpPrefix+parts[len(parts)-1]); errors.Is(err, store.ErrNotFound) {
-				return false, nil
-			} else if err != nil {
-				return false, err
-			}
-		}
-		f, err := followUps.Decode(rec)
-		if err != nil || req.GetState() != 0 && f.GetState() != req.GetState() {
-			return false, err
+	list, next, err := listByIndex(ctx, s.store, c, followUps, prefix, fmt.Sprint(req.GetState()), req.GetPageToken(), req.GetPageSize(), recordKey, func(f *referralv1.FollowUp) bool {
+		if req.GetState() != 0 && f.GetState() != req.GetState() {
+			return false
 		}
 		f.AllowedActions = followUpActions(c, f)
-		resp.FollowUps = append(resp.FollowUps, f)
-		return true, nil
+		return true
 	})
 	if err != nil {
 		return nil, err
 	}
-	if last != "" {
-		resp.NextPageToken = paging.Encode(last, filter)
-	}
-	return resp, nil
+	return &referralv1.ListFollowUpsResponse{FollowUps: list, NextPageToken: next}, nil
 }
 
 // CompleteFollowUp records that a task was done.

@@ -215,28 +215,47 @@ func (s *Service) ListWorklist(ctx context.Context, req *referralv1.ListWorklist
 // ID (or being the referral itself), and returns the referrals keep
 // accepts that the caller may see.
 func (s *Service) listIndex(ctx context.Context, c auth.Caller, prefix, filter, token string, size int32, keep func(*referralv1.Referral) bool) ([]*referralv1.Referral, string, error) {
+	recordKey := func(key string) string { return referralPrefix + key[strings.LastIndexByte(key, '/')+1:] }
+	if prefix == referralPrefix {
+		recordKey = nil
+	}
+	return listByIndex(ctx, s.store, c, referrals, prefix, filter, token, size, recordKey, func(r *referralv1.Referral) bool {
+		if !visible(c, r) || keep != nil && !keep(r) {
+			return false
+		}
+		view(c, r)
+		return true
+	})
+}
+
+// listByIndex returns one page of the records of table listed under prefix
+// that keep accepts (keep may also fill in the caller's view). Each key
+// under prefix names a record, whose key recordKey returns; without
+// recordKey the keys are the records themselves. An index key whose record
+// is gone is skipped. The page token only works with the same prefix and
+// filter.
+func listByIndex[T proto.Message](ctx context.Context, st store.Store, c auth.Caller, table resource.Table[T], prefix, filter, token string, size int32, recordKey func(string) string, keep func(T) bool) ([]T, string, error) {
 	filter = prefix + "|" + filter
 	after, err := paging.Decode(token, filter)
 	if err != nil {
 		return nil, "", err
 	}
 	p := store.Partition(c.Community)
-	var out []*referralv1.Referral
-	last, err := paging.Scan(ctx, s.store, p, prefix, after, paging.Size(size), func(rec store.Record) (bool, error) {
-		if prefix != referralPrefix {
-			id := rec.Key[strings.LastIndexByte(rec.Key, '/')+1:]
+	var out []T
+	last, err := paging.Scan(ctx, st, p, prefix, after, paging.Size(size), func(rec store.Record) (bool, error) {
+		if recordKey != nil {
 			var err error
-			if rec, err = s.store.Get(ctx, p, referralPrefix+id); errors.Is(err, store.ErrNotFound) {
+			if rec, err = st.Get(ctx, p, recordKey(rec.Key)); errors.Is(err, store.ErrNotFound) {
 				return false, nil
 			} else if err != nil {
 				return false, err
 			}
 		}
-		r, err := referrals.Decode(rec)
-		if err != nil || !visible(c, r) || keep != nil && !keep(r) {
+		msg, err := table.Decode(rec)
+		if err != nil || !keep(msg) {
 			return false, err
 		}
-		out = append(out, view(c, r))
+		out = append(out, msg)
 		return true, nil
 	})
 	if err != nil || last == "" {

@@ -532,7 +532,8 @@ func TestReturnedReferralIsResubmitted(t *testing.T) {
 	}
 	got := again.GetReferral()
 	if got.GetState() != referralv1.Referral_STATE_PENDING || !got.GetSubmitTime().AsTime().Equal(f.Clock.Now()) ||
-		!got.GetTriageDueTime().AsTime().Equal(f.Clock.Now().Add(24*time.Hour)) || !strings.HasPrefix(got.GetClinicalSummary(), "补充") {
+		!got.GetTriageDueTime().AsTime().Equal(f.Clock.Now().Add(24*time.Hour)) || !strings.HasPrefix(got.GetClinicalSummary(), "补充") ||
+		got.GetTriage() != nil || got.GetTimeline()[1].GetReason() != "请补充头颅CT结果" {
 		t.Errorf("resubmitted: %v", got)
 	}
 }
