@@ -56,7 +56,7 @@ func serviceTargets() []serviceTarget {
 		}},
 		{name: referral.Name, policy: referral.Policy, build: func(d deps, c *Config) (registrar, error) {
 			// Attachments stays nil until the recognition service exists.
-			return referral.New(referral.Deps{Store: d.store, Clock: d.clock, Peers: d.peers, Logger: d.logger}, c.Referral), nil
+			return referral.New(referral.Deps{Store: d.store, Clock: d.clock, Peers: d.peers, Logger: d.logger}, c.Referral)
 		}},
 	}
 }

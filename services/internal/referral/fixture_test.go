@@ -102,7 +102,10 @@ func (f *fixture) open(t testing.TB, clk *clock.Manual) {
 	})
 	peers := peer.New(referral.Name, env.Keys, clk, map[string]*grpc.ClientConn{directory.Name: env.Conn})
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	f.svc = referral.New(referral.Deps{Store: st, Clock: clk, Peers: peers, Logger: logger, Attachments: f.checker}, config())
+	f.svc, err = referral.New(referral.Deps{Store: st, Clock: clk, Peers: peers, Logger: logger, Attachments: f.checker}, config())
+	if err != nil {
+		t.Fatal(err)
+	}
 	holder.ReferralServiceServer = f.svc
 	f.Env, f.store = env, st
 	f.client = referralv1.NewReferralServiceClient(env.Conn)

@@ -13,9 +13,12 @@ package referral
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -59,6 +62,28 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ScanInterval, "referral.scan-interval", 10*time.Second, "how often the referral deadlines are checked")
 }
 
+// validate checks the settings before the service starts: every duration
+// must be positive (a zero scan interval would stop the timers; a zero
+// grace period is allowed, for tests and for counties that want it).
+func (c Config) validate() error {
+	var errs []error
+	for flag, d := range map[string]time.Duration{
+		"-referral.code-ttl":                 c.CodeTTL,
+		"-referral.triage-timeout":           c.TriageTimeout,
+		"-referral.emergency-triage-timeout": c.EmergencyTriageTimeout,
+		"-referral.scan-interval":            c.ScanInterval,
+	} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be positive, not %s", flag, d))
+		}
+	}
+	if c.FollowUpGrace < 0 {
+		errs = append(errs, fmt.Errorf("-referral.follow-up-grace: must not be negative, not %s", c.FollowUpGrace))
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
+}
+
 // Deps are what the service is built from.
 type Deps struct {
 	Store  store.Store
@@ -86,8 +111,12 @@ type Service struct {
 
 var _ referralv1.ReferralServiceServer = (*Service)(nil)
 
-// New returns the referral service.
-func New(d Deps, cfg Config) *Service {
+// New returns the referral service, or an error naming the flag of a bad
+// setting.
+func New(d Deps, cfg Config) (*Service, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	s := &Service{
 		store:       d.Store,
 		clock:       d.Clock,
@@ -101,7 +130,7 @@ func New(d Deps, cfg Config) *Service {
 	s.scheduler.Handle(timerTriage, s.triageOverdue)
 	s.scheduler.Handle(timerCode, s.codeExpired)
 	s.scheduler.Handle(timerFollowUp, s.followUpOverdue)
-	return s
+	return s, nil
 }
 
 // Register adds the service to a gRPC server.

@@ -695,3 +695,12 @@ func TestGreenChannel(t *testing.T) {
 		t.Errorf("complete after backfill: %v", err)
 	}
 }
+
+func TestConfigIsChecked(t *testing.T) {
+	cfg := config()
+	cfg.ScanInterval, cfg.FollowUpGrace = 0, -time.Hour
+	_, err := referral.New(referral.Deps{}, cfg)
+	if err == nil || !strings.Contains(err.Error(), "-referral.scan-interval") || !strings.Contains(err.Error(), "-referral.follow-up-grace") {
+		t.Errorf("New with bad settings: %v", err)
+	}
+}
