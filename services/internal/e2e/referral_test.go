@@ -122,7 +122,15 @@ func eventually(t *testing.T, what string, check func() bool) {
 // afterwards; a down-referral with three follow-up tasks, one missed and
 // reported.
 func TestReferralOverREST(t *testing.T) {
-	sys := start(t, "-referral.follow-up-grace=0s", "-referral.scan-interval=100ms")
+	for _, backend := range backends() {
+		t.Run(backend.name, func(t *testing.T) {
+			sys := start(t, append(backend.flags(t), "-referral.follow-up-grace=0s", "-referral.scan-interval=100ms")...)
+			testReferralOverREST(t, sys)
+		})
+	}
+}
+
+func testReferralOverREST(t *testing.T, sys *system) {
 	c := newCounty(t, sys)
 	dls, qrmyy := c.dls(t), c.qrmyy(t)
 	coord := c.token(t, "mzyy", typev1.Role_ROLE_REFERRAL_COORDINATOR)
