@@ -34,6 +34,7 @@ import (
 	adminv1 "github.com/countymcc/mcc/proto/mcc/admin/v1"
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	labv1 "github.com/countymcc/mcc/proto/mcc/lab/v1"
+	referralv1 "github.com/countymcc/mcc/proto/mcc/referral/v1"
 	sterilizationv1 "github.com/countymcc/mcc/proto/mcc/sterilization/v1"
 	"github.com/countymcc/mcc/proto/openapi"
 )
@@ -52,6 +53,7 @@ func handlers() map[string]registerFunc {
 		"directory":     directoryv1.RegisterDirectoryServiceHandler,
 		"lab":           labv1.RegisterLabServiceHandler,
 		"sterilization": sterilizationv1.RegisterSterilizationServiceHandler,
+		"referral":      referralv1.RegisterReferralServiceHandler,
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	_ "github.com/countymcc/mcc/proto/mcc/admin/v1"
 	_ "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	_ "github.com/countymcc/mcc/proto/mcc/lab/v1"
+	_ "github.com/countymcc/mcc/proto/mcc/referral/v1"
 	_ "github.com/countymcc/mcc/proto/mcc/sterilization/v1"
 )
 

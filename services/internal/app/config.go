@@ -12,6 +12,7 @@ import (
 
 	"github.com/countymcc/mcc/services/internal/lab"
 	"github.com/countymcc/mcc/services/internal/platform/server"
+	"github.com/countymcc/mcc/services/internal/referral"
 	"github.com/countymcc/mcc/services/internal/sterilization"
 )
 
@@ -43,6 +44,7 @@ type Config struct {
 	LogLevel        slog.Level
 	Lab             lab.Config
 	Sterilization   sterilization.Config
+	Referral        referral.Config
 }
 
 // BoltConfig tunes the embedded store.
@@ -93,6 +95,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	c.Lab.RegisterFlags(fs)
 	c.Sterilization.RegisterFlags(fs)
+	c.Referral.RegisterFlags(fs)
 }
 
 // targets resolves -target into the set of target names to run.

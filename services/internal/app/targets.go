@@ -12,6 +12,7 @@ import (
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/peer"
 	"github.com/countymcc/mcc/services/internal/platform/pii"
+	"github.com/countymcc/mcc/services/internal/referral"
 	"github.com/countymcc/mcc/services/internal/sterilization"
 	"github.com/countymcc/mcc/services/internal/store"
 )
@@ -60,6 +61,10 @@ func serviceTargets() []serviceTarget {
 		}},
 		{name: sterilization.Name, policy: sterilization.Policy, build: func(d deps, c *Config) (registrar, error) {
 			return sterilization.New(d.store, d.clock, d.peers, d.logger, c.Sterilization)
+		}},
+		{name: referral.Name, policy: referral.Policy, build: func(d deps, c *Config) (registrar, error) {
+			// Attachments stays nil until the recognition service exists.
+			return referral.New(referral.Deps{Store: d.store, Clock: d.clock, Peers: d.peers, Logger: d.logger}, c.Referral)
 		}},
 	}
 }

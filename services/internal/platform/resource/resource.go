@@ -40,6 +40,10 @@ type Table[T proto.Message] struct {
 	// Facilities returns the facilities an event about a resource
 	// concerns.
 	Facilities func(T) []string
+	// Snapshot, if set, returns what an event carries of a resource, for
+	// example the resource without free text in which a clinician may have
+	// written the patient's name. Without it events carry the resource.
+	Snapshot func(T) proto.Message
 }
 
 // Name returns the resource name of an ID.

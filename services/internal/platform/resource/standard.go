@@ -111,5 +111,9 @@ func (t Table[T]) Change(typ string, msg T, version uint64) events.Change {
 	if t.Facilities != nil {
 		facilities = t.Facilities(msg)
 	}
-	return events.Change{Type: typ, Resource: getString(msg, "name"), Version: version, Facilities: facilities, Snapshot: msg}
+	var snapshot proto.Message = msg
+	if t.Snapshot != nil {
+		snapshot = t.Snapshot(msg)
+	}
+	return events.Change{Type: typ, Resource: getString(msg, "name"), Version: version, Facilities: facilities, Snapshot: snapshot}
 }
