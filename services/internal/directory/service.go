@@ -87,24 +87,13 @@ func caller(ctx context.Context) (auth.Caller, store.Partition, error) {
 
 // ListEvents returns a page of the directory feed.
 func (s *Service) ListEvents(ctx context.Context, req *directoryv1.ListEventsRequest) (*directoryv1.ListEventsResponse, error) {
-	c, _, err := caller(ctx)
-	if err != nil {
-		return nil, err
-	}
-	evs, next, err := s.feed.List(ctx, c, req.GetAfter(), req.GetPageSize())
-	if err != nil {
-		return nil, err
-	}
-	return &directoryv1.ListEventsResponse{Events: evs, NextCursor: next}, nil
+	evs, next, err := s.feed.ListEvents(ctx, req.GetAfter(), req.GetPageSize())
+	return &directoryv1.ListEventsResponse{Events: evs, NextCursor: next}, err
 }
 
 // WatchEvents streams the directory feed.
 func (s *Service) WatchEvents(req *directoryv1.WatchEventsRequest, stream grpc.ServerStreamingServer[directoryv1.WatchEventsResponse]) error {
-	c, _, err := caller(stream.Context())
-	if err != nil {
-		return err
-	}
-	return s.feed.Watch(stream.Context(), c, req.GetAfter(), func(ev *typev1.Event) error {
+	return s.feed.WatchEvents(stream.Context(), req.GetAfter(), func(ev *typev1.Event) error {
 		return stream.Send(&directoryv1.WatchEventsResponse{Event: ev})
 	})
 }

@@ -225,24 +225,13 @@ func actingAs(c auth.Caller, name, requesting, lab, must, role string) error {
 
 // ListEvents returns a page of the lab feed.
 func (s *Service) ListEvents(ctx context.Context, req *labv1.ListEventsRequest) (*labv1.ListEventsResponse, error) {
-	c, _, err := caller(ctx)
-	if err != nil {
-		return nil, err
-	}
-	evs, next, err := s.feed.List(ctx, c, req.GetAfter(), req.GetPageSize())
-	if err != nil {
-		return nil, err
-	}
-	return &labv1.ListEventsResponse{Events: evs, NextCursor: next}, nil
+	evs, next, err := s.feed.ListEvents(ctx, req.GetAfter(), req.GetPageSize())
+	return &labv1.ListEventsResponse{Events: evs, NextCursor: next}, err
 }
 
 // WatchEvents streams the lab feed.
 func (s *Service) WatchEvents(req *labv1.WatchEventsRequest, stream grpc.ServerStreamingServer[labv1.WatchEventsResponse]) error {
-	c, _, err := caller(stream.Context())
-	if err != nil {
-		return err
-	}
-	return s.feed.Watch(stream.Context(), c, req.GetAfter(), func(ev *typev1.Event) error {
+	return s.feed.WatchEvents(stream.Context(), req.GetAfter(), func(ev *typev1.Event) error {
 		return stream.Send(&labv1.WatchEventsResponse{Event: ev})
 	})
 }

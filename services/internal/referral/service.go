@@ -124,9 +124,10 @@ func New(d Deps, cfg Config) (*Service, error) {
 		logger:      d.Logger,
 		attachments: d.Attachments,
 		cfg:         cfg,
-		feed:        events.NewFeed(d.Store, Name),
 		scheduler:   deadline.NewScheduler(d.Store, d.Clock, d.Logger),
 	}
+	s.feed = events.NewFeed(d.Store, Name)
+	s.feed.View = feedCaller
 	s.scheduler.Handle(timerTriage, s.triageOverdue)
 	s.scheduler.Handle(timerCode, s.codeExpired)
 	s.scheduler.Handle(timerFollowUp, s.followUpOverdue)
@@ -215,24 +216,13 @@ func feedCaller(c auth.Caller) auth.Caller {
 
 // ListEvents returns a page of the referral feed.
 func (s *Service) ListEvents(ctx context.Context, req *referralv1.ListEventsRequest) (*referralv1.ListEventsResponse, error) {
-	c, err := caller(ctx)
-	if err != nil {
-		return nil, err
-	}
-	evs, next, err := s.feed.List(ctx, feedCaller(c), req.GetAfter(), req.GetPageSize())
-	if err != nil {
-		return nil, err
-	}
-	return &referralv1.ListEventsResponse{Events: evs, NextCursor: next}, nil
+	evs, next, err := s.feed.ListEvents(ctx, req.GetAfter(), req.GetPageSize())
+	return &referralv1.ListEventsResponse{Events: evs, NextCursor: next}, err
 }
 
 // WatchEvents streams the referral feed.
 func (s *Service) WatchEvents(req *referralv1.WatchEventsRequest, stream grpc.ServerStreamingServer[referralv1.WatchEventsResponse]) error {
-	c, err := caller(stream.Context())
-	if err != nil {
-		return err
-	}
-	return s.feed.Watch(stream.Context(), feedCaller(c), req.GetAfter(), func(ev *typev1.Event) error {
+	return s.feed.WatchEvents(stream.Context(), req.GetAfter(), func(ev *typev1.Event) error {
 		return stream.Send(&referralv1.WatchEventsResponse{Event: ev})
 	})
 }

@@ -179,24 +179,13 @@ func (s *Service) day(t time.Time) string { return t.In(s.zone).Format(time.Date
 
 // ListEvents returns a page of the sterilization feed.
 func (s *Service) ListEvents(ctx context.Context, req *sterilizationv1.ListEventsRequest) (*sterilizationv1.ListEventsResponse, error) {
-	c, err := caller(ctx)
-	if err != nil {
-		return nil, err
-	}
-	evs, next, err := s.feed.List(ctx, c, req.GetAfter(), req.GetPageSize())
-	if err != nil {
-		return nil, err
-	}
-	return &sterilizationv1.ListEventsResponse{Events: evs, NextCursor: next}, nil
+	evs, next, err := s.feed.ListEvents(ctx, req.GetAfter(), req.GetPageSize())
+	return &sterilizationv1.ListEventsResponse{Events: evs, NextCursor: next}, err
 }
 
 // WatchEvents streams the sterilization feed.
 func (s *Service) WatchEvents(req *sterilizationv1.WatchEventsRequest, stream grpc.ServerStreamingServer[sterilizationv1.WatchEventsResponse]) error {
-	c, err := caller(stream.Context())
-	if err != nil {
-		return err
-	}
-	return s.feed.Watch(stream.Context(), c, req.GetAfter(), func(ev *typev1.Event) error {
+	return s.feed.WatchEvents(stream.Context(), req.GetAfter(), func(ev *typev1.Event) error {
 		return stream.Send(&sterilizationv1.WatchEventsResponse{Event: ev})
 	})
 }

@@ -84,11 +84,45 @@ func Etag(version uint64) string { return strconv.FormatUint(version, 10) }
 type Feed struct {
 	store   store.Store
 	service string
+	// View, if set, turns the caller into the one whose visibility the
+	// feed applies (a service whose events are for other groups than
+	// facilities, such as referral coordinators, maps them here).
+	View func(auth.Caller) auth.Caller
 }
 
 // NewFeed returns the feed of service, whose events are in s.
 func NewFeed(s store.Store, service string) *Feed {
 	return &Feed{store: s, service: service}
+}
+
+// viewer is the caller of ctx as the feed filters for it.
+func (f *Feed) viewer(ctx context.Context) (auth.Caller, error) {
+	c, ok := auth.CallerFrom(ctx)
+	if !ok {
+		return auth.Caller{}, apierr.ErrUnauthenticated
+	}
+	if f.View != nil {
+		c = f.View(c)
+	}
+	return c, nil
+}
+
+// ListEvents serves a ListEvents call: one page for the caller of ctx.
+func (f *Feed) ListEvents(ctx context.Context, after string, pageSize int32) ([]*typev1.Event, string, error) {
+	c, err := f.viewer(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	return f.List(ctx, c, after, pageSize)
+}
+
+// WatchEvents serves a WatchEvents call for the caller of ctx.
+func (f *Feed) WatchEvents(ctx context.Context, after string, send func(*typev1.Event) error) error {
+	c, err := f.viewer(ctx)
+	if err != nil {
+		return err
+	}
+	return f.Watch(ctx, c, after, send)
 }
 
 // pageDefault and pageMax bound one ListEvents page.
