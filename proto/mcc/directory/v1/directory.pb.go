@@ -26,6 +26,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// State is the life of a client.
+type Client_State int32
+
+const (
+	// STATE_UNSPECIFIED is never used.
+	Client_STATE_UNSPECIFIED Client_State = 0
+	// STATE_ACTIVE clients get tokens.
+	Client_STATE_ACTIVE Client_State = 1
+	// STATE_REVOKED clients get none, and their tokens are refused.
+	Client_STATE_REVOKED Client_State = 2
+)
+
+// Enum value maps for Client_State.
+var (
+	Client_State_name = map[int32]string{
+		0: "STATE_UNSPECIFIED",
+		1: "STATE_ACTIVE",
+		2: "STATE_REVOKED",
+	}
+	Client_State_value = map[string]int32{
+		"STATE_UNSPECIFIED": 0,
+		"STATE_ACTIVE":      1,
+		"STATE_REVOKED":     2,
+	}
+)
+
+func (x Client_State) Enum() *Client_State {
+	p := new(Client_State)
+	*p = x
+	return p
+}
+
+func (x Client_State) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Client_State) Descriptor() protoreflect.EnumDescriptor {
+	return file_mcc_directory_v1_directory_proto_enumTypes[0].Descriptor()
+}
+
+func (Client_State) Type() protoreflect.EnumType {
+	return &file_mcc_directory_v1_directory_proto_enumTypes[0]
+}
+
+func (x Client_State) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Client_State.Descriptor instead.
+func (Client_State) EnumDescriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{32, 0}
+}
+
 // Facility is a member institution of the community.
 type Facility struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2008,6 +2061,990 @@ func (x *WatchEventsResponse) GetEvent() *v1.Event {
 	return nil
 }
 
+// Client is an integrator system allowed to get tokens by the OAuth2
+// client-credentials grant.
+type Client struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name is the resource name, `clients/{client_id}`. Output only.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// DisplayName says which system this is, for example 德岭山中心卫生院 HIS.
+	// Required on create.
+	DisplayName string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	// Facility is the resource name of the facility the client acts for.
+	// Required on create.
+	Facility string `protobuf:"bytes,3,opt,name=facility,proto3" json:"facility,omitempty"`
+	// Roles are the roles its tokens carry. At least one is required on
+	// create.
+	Roles []v1.Role `protobuf:"varint,4,rep,packed,name=roles,proto3,enum=mcc.type.v1.Role" json:"roles,omitempty"`
+	// Scopes limit what its tokens may do: `<service>.read` and
+	// `<service>.write` (for example `lab.read`), or `*` for everything the
+	// roles allow. Required on create.
+	Scopes []string `protobuf:"bytes,5,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// State is the client's state. Output only.
+	State Client_State `protobuf:"varint,6,opt,name=state,proto3,enum=mcc.directory.v1.Client_State" json:"state,omitempty"`
+	// LockedUntil is set while the client is locked after repeated wrong
+	// secrets. Output only.
+	LockedUntil *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=locked_until,json=lockedUntil,proto3" json:"locked_until,omitempty"`
+	// CreateTime is when the client was registered. Output only.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// UpdateTime is when the client last changed. Output only.
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Etag changes on every update. Output only.
+	Etag          string `protobuf:"bytes,10,opt,name=etag,proto3" json:"etag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Client) Reset() {
+	*x = Client{}
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Client) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Client) ProtoMessage() {}
+
+func (x *Client) ProtoReflect() protoreflect.Message {
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Client.ProtoReflect.Descriptor instead.
+func (*Client) Descriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *Client) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Client) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *Client) GetFacility() string {
+	if x != nil {
+		return x.Facility
+	}
+	return ""
+}
+
+func (x *Client) GetRoles() []v1.Role {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *Client) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *Client) GetState() Client_State {
+	if x != nil {
+		return x.State
+	}
+	return Client_STATE_UNSPECIFIED
+}
+
+func (x *Client) GetLockedUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LockedUntil
+	}
+	return nil
+}
+
+func (x *Client) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Client) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *Client) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+// CreateClientRequest is the request of CreateClient.
+type CreateClientRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Client is the client to register.
+	Client *Client `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
+	// RequestId makes the call idempotent; a retry returns the client but not
+	// its secret again.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateClientRequest) Reset() {
+	*x = CreateClientRequest{}
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateClientRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateClientRequest) ProtoMessage() {}
+
+func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateClientRequest.ProtoReflect.Descriptor instead.
+func (*CreateClientRequest) Descriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *CreateClientRequest) GetClient() *Client {
+	if x != nil {
+		return x.Client
+	}
+	return nil
+}
+
+func (x *CreateClientRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// CreateClientResponse is the response of CreateClient.
+type CreateClientResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Client is the registered client.
+	Client *Client `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
+	// ClientId is what the client sends as `client_id`.
+	ClientId string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// ClientSecret is what the client sends as `client_secret`. It is shown
+	// only in this response.
+	ClientSecret  string `protobuf:"bytes,3,opt,name=client_secret,json=clientSecret,proto3" json:"client_secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateClientResponse) Reset() {
+	*x = CreateClientResponse{}
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateClientResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateClientResponse) ProtoMessage() {}
+
+func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateClientResponse.ProtoReflect.Descriptor instead.
+func (*CreateClientResponse) Descriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *CreateClientResponse) GetClient() *Client {
+	if x != nil {
+		return x.Client
+	}
+	return nil
+}
+
+func (x *CreateClientResponse) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *CreateClientResponse) GetClientSecret() string {
+	if x != nil {
+		return x.ClientSecret
+	}
+	return ""
+}
+
+// GetClientRequest is the request of GetClient.
+type GetClientRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name is the resource name of the client.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetClientRequest) Reset() {
+	*x = GetClientRequest{}
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetClientRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetClientRequest) ProtoMessage() {}
+
+func (x *GetClientRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetClientRequest.ProtoReflect.Descriptor instead.
+func (*GetClientRequest) Descriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *GetClientRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// GetClientResponse is the response of GetClient.
+type GetClientResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Client is the client.
+	Client        *Client `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetClientResponse) Reset() {
+	*x = GetClientResponse{}
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetClientResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetClientResponse) ProtoMessage() {}
+
+func (x *GetClientResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetClientResponse.ProtoReflect.Descriptor instead.
+func (*GetClientResponse) Descriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *GetClientResponse) GetClient() *Client {
+	if x != nil {
+		return x.Client
+	}
+	return nil
+}
+
+// ListClientsRequest is the request of ListClients.
+type ListClientsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PageSize is the maximum number to return, 50 by default and at most 1000.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// PageToken is the next_page_token of a previous call.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListClientsRequest) Reset() {
+	*x = ListClientsRequest{}
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListClientsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListClientsRequest) ProtoMessage() {}
+
+func (x *ListClientsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListClientsRequest.ProtoReflect.Descriptor instead.
+func (*ListClientsRequest) Descriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ListClientsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListClientsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListClientsResponse is the response of ListClients.
+type ListClientsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Clients is one page of clients.
+	Clients []*Client `protobuf:"bytes,1,rep,name=clients,proto3" json:"clients,omitempty"`
+	// NextPageToken fetches the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListClientsResponse) Reset() {
+	*x = ListClientsResponse{}
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListClientsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListClientsResponse) ProtoMessage() {}
+
+func (x *ListClientsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListClientsResponse.ProtoReflect.Descriptor instead.
+func (*ListClientsResponse) Descriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ListClientsResponse) GetClients() []*Client {
+	if x != nil {
+		return x.Clients
+	}
+	return nil
+}
+
+func (x *ListClientsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// RevokeClientRequest is the request of RevokeClient.
+type RevokeClientRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name is the resource name of the client.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Reason is recorded with the revocation.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeClientRequest) Reset() {
+	*x = RevokeClientRequest{}
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeClientRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeClientRequest) ProtoMessage() {}
+
+func (x *RevokeClientRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeClientRequest.ProtoReflect.Descriptor instead.
+func (*RevokeClientRequest) Descriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *RevokeClientRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RevokeClientRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RevokeClientResponse is the response of RevokeClient.
+type RevokeClientResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Client is the revoked client.
+	Client        *Client `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeClientResponse) Reset() {
+	*x = RevokeClientResponse{}
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeClientResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeClientResponse) ProtoMessage() {}
+
+func (x *RevokeClientResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeClientResponse.ProtoReflect.Descriptor instead.
+func (*RevokeClientResponse) Descriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *RevokeClientResponse) GetClient() *Client {
+	if x != nil {
+		return x.Client
+	}
+	return nil
+}
+
+// IssueTokenRequest is the request of IssueToken.
+type IssueTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// GrantType must be `client_credentials`.
+	GrantType string `protobuf:"bytes,1,opt,name=grant_type,json=grantType,proto3" json:"grant_type,omitempty"`
+	// ClientId is the client_id CreateClient returned.
+	ClientId string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// ClientSecret is the secret CreateClient returned.
+	ClientSecret string `protobuf:"bytes,3,opt,name=client_secret,json=clientSecret,proto3" json:"client_secret,omitempty"`
+	// Scope optionally narrows the token to some of the client's scopes,
+	// space-separated.
+	Scope         string `protobuf:"bytes,4,opt,name=scope,proto3" json:"scope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueTokenRequest) Reset() {
+	*x = IssueTokenRequest{}
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueTokenRequest) ProtoMessage() {}
+
+func (x *IssueTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueTokenRequest.ProtoReflect.Descriptor instead.
+func (*IssueTokenRequest) Descriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *IssueTokenRequest) GetGrantType() string {
+	if x != nil {
+		return x.GrantType
+	}
+	return ""
+}
+
+func (x *IssueTokenRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *IssueTokenRequest) GetClientSecret() string {
+	if x != nil {
+		return x.ClientSecret
+	}
+	return ""
+}
+
+func (x *IssueTokenRequest) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+// IssueTokenResponse is the response of IssueToken, in OAuth2's shape.
+type IssueTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// AccessToken is the bearer token.
+	AccessToken string `protobuf:"bytes,1,opt,name=access_token,json=accessToken,proto3" json:"access_token,omitempty"`
+	// TokenType is `Bearer`.
+	TokenType string `protobuf:"bytes,2,opt,name=token_type,json=tokenType,proto3" json:"token_type,omitempty"`
+	// ExpiresIn is the token's lifetime in seconds.
+	ExpiresIn int64 `protobuf:"varint,3,opt,name=expires_in,json=expiresIn,proto3" json:"expires_in,omitempty"`
+	// Scope lists the scopes the token carries, space-separated.
+	Scope         string `protobuf:"bytes,4,opt,name=scope,proto3" json:"scope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueTokenResponse) Reset() {
+	*x = IssueTokenResponse{}
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueTokenResponse) ProtoMessage() {}
+
+func (x *IssueTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueTokenResponse.ProtoReflect.Descriptor instead.
+func (*IssueTokenResponse) Descriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *IssueTokenResponse) GetAccessToken() string {
+	if x != nil {
+		return x.AccessToken
+	}
+	return ""
+}
+
+func (x *IssueTokenResponse) GetTokenType() string {
+	if x != nil {
+		return x.TokenType
+	}
+	return ""
+}
+
+func (x *IssueTokenResponse) GetExpiresIn() int64 {
+	if x != nil {
+		return x.ExpiresIn
+	}
+	return 0
+}
+
+func (x *IssueTokenResponse) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+// RevokeTokenRequest is the request of RevokeToken.
+type RevokeTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Token is the token to revoke.
+	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenRequest) Reset() {
+	*x = RevokeTokenRequest{}
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenRequest) ProtoMessage() {}
+
+func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *RevokeTokenRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// RevokeTokenResponse is the response of RevokeToken.
+type RevokeTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenResponse) Reset() {
+	*x = RevokeTokenResponse{}
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenResponse) ProtoMessage() {}
+
+func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{44}
+}
+
+// Revocation is one revocation in force: every token of a client issued
+// before revoke_time, or one token.
+type Revocation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Community is the community of the client or token.
+	Community string `protobuf:"bytes,1,opt,name=community,proto3" json:"community,omitempty"`
+	// ClientId, if set, revokes every token of this client issued before
+	// revoke_time.
+	ClientId string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// TokenId, if set, revokes the one token with this jti.
+	TokenId string `protobuf:"bytes,3,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// RevokeTime is when it was revoked.
+	RevokeTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	// ExpireTime is when the revocation can be forgotten: once every token it
+	// covers has expired.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Revocation) Reset() {
+	*x = Revocation{}
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Revocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Revocation) ProtoMessage() {}
+
+func (x *Revocation) ProtoReflect() protoreflect.Message {
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
+func (*Revocation) Descriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *Revocation) GetCommunity() string {
+	if x != nil {
+		return x.Community
+	}
+	return ""
+}
+
+func (x *Revocation) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *Revocation) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *Revocation) GetRevokeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokeTime
+	}
+	return nil
+}
+
+func (x *Revocation) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+// ListRevocationsRequest is the request of ListRevocations.
+type ListRevocationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PageSize is the maximum number to return, 1000 by default and at most
+	// 10000.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// PageToken is the next_page_token of a previous call.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRevocationsRequest) Reset() {
+	*x = ListRevocationsRequest{}
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRevocationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRevocationsRequest) ProtoMessage() {}
+
+func (x *ListRevocationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRevocationsRequest.ProtoReflect.Descriptor instead.
+func (*ListRevocationsRequest) Descriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ListRevocationsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListRevocationsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListRevocationsResponse is the response of ListRevocations.
+type ListRevocationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Revocations is one page of revocations in force.
+	Revocations []*Revocation `protobuf:"bytes,1,rep,name=revocations,proto3" json:"revocations,omitempty"`
+	// NextPageToken fetches the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRevocationsResponse) Reset() {
+	*x = ListRevocationsResponse{}
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRevocationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRevocationsResponse) ProtoMessage() {}
+
+func (x *ListRevocationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mcc_directory_v1_directory_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRevocationsResponse.ProtoReflect.Descriptor instead.
+func (*ListRevocationsResponse) Descriptor() ([]byte, []int) {
+	return file_mcc_directory_v1_directory_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ListRevocationsResponse) GetRevocations() []*Revocation {
+	if x != nil {
+		return x.Revocations
+	}
+	return nil
+}
+
+func (x *ListRevocationsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_mcc_directory_v1_directory_proto protoreflect.FileDescriptor
 
 const file_mcc_directory_v1_directory_proto_rawDesc = "" +
@@ -2163,7 +3200,93 @@ const file_mcc_directory_v1_directory_proto_rawDesc = "" +
 	"\x12WatchEventsRequest\x12\x1e\n" +
 	"\x05after\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x05after\"?\n" +
 	"\x13WatchEventsResponse\x12(\n" +
-	"\x05event\x18\x01 \x01(\v2\x12.mcc.type.v1.EventR\x05event2\x81\x0f\n" +
+	"\x05event\x18\x01 \x01(\v2\x12.mcc.type.v1.EventR\x05event\"\xe9\x04\n" +
+	"\x06Client\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	"\fdisplay_name\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\x18\xc8\x01R\vdisplayName\x12G\n" +
+	"\bfacility\x18\x03 \x01(\tB+\xbaH(r&2$^(facilities/[a-z][a-z0-9-]{1,62})?$R\bfacility\x12@\n" +
+	"\x05roles\x18\x04 \x03(\x0e2\x11.mcc.type.v1.RoleB\x17\xbaH\x14\x92\x01\x11\x10\n" +
+	"\x18\x01\"\v\x82\x01\b\x10\x01 \x00 \b \n" +
+	"R\x05roles\x12H\n" +
+	"\x06scopes\x18\x05 \x03(\tB0\xbaH-\x92\x01*\x10 \x18\x01\"$r\"2 ^(\\*|[a-z]{2,32}\\.(read|write))$R\x06scopes\x124\n" +
+	"\x05state\x18\x06 \x01(\x0e2\x1e.mcc.directory.v1.Client.StateR\x05state\x12=\n" +
+	"\flocked_until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vlockedUntil\x12;\n" +
+	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\x12\x12\n" +
+	"\x04etag\x18\n" +
+	" \x01(\tR\x04etag\"C\n" +
+	"\x05State\x12\x15\n" +
+	"\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fSTATE_ACTIVE\x10\x01\x12\x11\n" +
+	"\rSTATE_REVOKED\x10\x02\"\xad\x03\n" +
+	"\x13CreateClientRequest\x12\xd5\x02\n" +
+	"\x06client\x18\x01 \x01(\v2\x18.mcc.directory.v1.ClientB\xa2\x02\xbaH\x9e\x02\xba\x01H\n" +
+	"\x13client.display_name\x12\x18display_name is required\x1a\x17this.display_name != ''\xba\x01<\n" +
+	"\x0fclient.facility\x12\x14facility is required\x1a\x13this.facility != ''\xba\x01D\n" +
+	"\fclient.roles\x12\x1dat least one role is required\x1a\x15this.roles.size() > 0\xba\x01G\n" +
+	"\rclient.scopes\x12\x1eat least one scope is required\x1a\x16this.scopes.size() > 0\xc8\x01\x01R\x06client\x12>\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[A-Za-z0-9._:-]{0,128}$R\trequestId\"\x8a\x01\n" +
+	"\x14CreateClientResponse\x120\n" +
+	"\x06client\x18\x01 \x01(\v2\x18.mcc.directory.v1.ClientR\x06client\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12#\n" +
+	"\rclient_secret\x18\x03 \x01(\tR\fclientSecret\"H\n" +
+	"\x10GetClientRequest\x124\n" +
+	"\x04name\x18\x01 \x01(\tB \xbaH\x1dr\x1b2\x19^clients/[a-z0-9-]{1,64}$R\x04name\"E\n" +
+	"\x11GetClientResponse\x120\n" +
+	"\x06client\x18\x01 \x01(\v2\x18.mcc.directory.v1.ClientR\x06client\"f\n" +
+	"\x12ListClientsRequest\x12'\n" +
+	"\tpage_size\x18\x01 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"q\n" +
+	"\x13ListClientsResponse\x122\n" +
+	"\aclients\x18\x01 \x03(\v2\x18.mcc.directory.v1.ClientR\aclients\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"o\n" +
+	"\x13RevokeClientRequest\x124\n" +
+	"\x04name\x18\x01 \x01(\tB \xbaH\x1dr\x1b2\x19^clients/[a-z0-9-]{1,64}$R\x04name\x12\"\n" +
+	"\x06reason\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xf4\x03R\x06reason\"H\n" +
+	"\x14RevokeClientResponse\x120\n" +
+	"\x06client\x18\x01 \x01(\v2\x18.mcc.directory.v1.ClientR\x06client\"\xf5\x01\n" +
+	"\x11IssueTokenRequest\x128\n" +
+	"\n" +
+	"grant_type\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\n" +
+	"\x12client_credentialsR\tgrantType\x12U\n" +
+	"\tclient_id\x18\x02 \x01(\tB8\xbaH5r321^[A-Za-z0-9][A-Za-z0-9._-]{0,63}:[a-z0-9-]{1,64}$R\bclientId\x12/\n" +
+	"\rclient_secret\x18\x03 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\fclientSecret\x12\x1e\n" +
+	"\x05scope\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\x05scope\"\x8b\x01\n" +
+	"\x12IssueTokenResponse\x12!\n" +
+	"\faccess_token\x18\x01 \x01(\tR\vaccessToken\x12\x1d\n" +
+	"\n" +
+	"token_type\x18\x02 \x01(\tR\ttokenType\x12\x1d\n" +
+	"\n" +
+	"expires_in\x18\x03 \x01(\x03R\texpiresIn\x12\x14\n" +
+	"\x05scope\x18\x04 \x01(\tR\x05scope\"6\n" +
+	"\x12RevokeTokenRequest\x12 \n" +
+	"\x05token\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80 R\x05token\"\x15\n" +
+	"\x13RevokeTokenResponse\"\xdc\x01\n" +
+	"\n" +
+	"Revocation\x12\x1c\n" +
+	"\tcommunity\x18\x01 \x01(\tR\tcommunity\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x19\n" +
+	"\btoken_id\x18\x03 \x01(\tR\atokenId\x12;\n" +
+	"\vrevoke_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"revokeTime\x12;\n" +
+	"\vexpire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"j\n" +
+	"\x16ListRevocationsRequest\x12'\n" +
+	"\tpage_size\x18\x01 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\x90N(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"\x81\x01\n" +
+	"\x17ListRevocationsResponse\x12>\n" +
+	"\vrevocations\x18\x01 \x03(\v2\x1c.mcc.directory.v1.RevocationR\vrevocations\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xe1\x15\n" +
 	"\x10DirectoryService\x12\x85\x01\n" +
 	"\x0eCreateFacility\x12'.mcc.directory.v1.CreateFacilityRequest\x1a(.mcc.directory.v1.CreateFacilityResponse\" \x82\xd3\xe4\x93\x02\x1a:\bfacility\"\x0e/v1/facilities\x12{\n" +
 	"\vGetFacility\x12$.mcc.directory.v1.GetFacilityRequest\x1a%.mcc.directory.v1.GetFacilityResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/{name=facilities/*}\x12{\n" +
@@ -2180,7 +3303,15 @@ const file_mcc_directory_v1_directory_proto_rawDesc = "" +
 	"\fListPatients\x12%.mcc.directory.v1.ListPatientsRequest\x1a&.mcc.directory.v1.ListPatientsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/patients\x12u\n" +
 	"\n" +
 	"ListEvents\x12#.mcc.directory.v1.ListEventsRequest\x1a$.mcc.directory.v1.ListEventsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/directory/events\x12\x80\x01\n" +
-	"\vWatchEvents\x12$.mcc.directory.v1.WatchEventsRequest\x1a%.mcc.directory.v1.WatchEventsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/directory/events:watch0\x01B=Z;github.com/countymcc/mcc/proto/mcc/directory/v1;directoryv1b\x06proto3"
+	"\vWatchEvents\x12$.mcc.directory.v1.WatchEventsRequest\x1a%.mcc.directory.v1.WatchEventsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/directory/events:watch0\x01\x12z\n" +
+	"\fCreateClient\x12%.mcc.directory.v1.CreateClientRequest\x1a&.mcc.directory.v1.CreateClientResponse\"\x1b\x82\xd3\xe4\x93\x02\x15:\x06client\"\v/v1/clients\x12r\n" +
+	"\tGetClient\x12\".mcc.directory.v1.GetClientRequest\x1a#.mcc.directory.v1.GetClientResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/{name=clients/*}\x12o\n" +
+	"\vListClients\x12$.mcc.directory.v1.ListClientsRequest\x1a%.mcc.directory.v1.ListClientsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/clients\x12\x85\x01\n" +
+	"\fRevokeClient\x12%.mcc.directory.v1.RevokeClientRequest\x1a&.mcc.directory.v1.RevokeClientResponse\"&\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/{name=clients/*}:revoke\x12z\n" +
+	"\n" +
+	"IssueToken\x12#.mcc.directory.v1.IssueTokenRequest\x1a$.mcc.directory.v1.IssueTokenResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/clients:issueToken\x12x\n" +
+	"\vRevokeToken\x12$.mcc.directory.v1.RevokeTokenRequest\x1a%.mcc.directory.v1.RevokeTokenResponse\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/tokens:revoke\x12\x7f\n" +
+	"\x0fListRevocations\x12(.mcc.directory.v1.ListRevocationsRequest\x1a).mcc.directory.v1.ListRevocationsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/revocationsB=Z;github.com/countymcc/mcc/proto/mcc/directory/v1;directoryv1b\x06proto3"
 
 var (
 	file_mcc_directory_v1_directory_proto_rawDescOnce sync.Once
@@ -2194,114 +3325,159 @@ func file_mcc_directory_v1_directory_proto_rawDescGZIP() []byte {
 	return file_mcc_directory_v1_directory_proto_rawDescData
 }
 
-var file_mcc_directory_v1_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_mcc_directory_v1_directory_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_mcc_directory_v1_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_mcc_directory_v1_directory_proto_goTypes = []any{
-	(*Facility)(nil),                   // 0: mcc.directory.v1.Facility
-	(*CenterAssignment)(nil),           // 1: mcc.directory.v1.CenterAssignment
-	(*CreateFacilityRequest)(nil),      // 2: mcc.directory.v1.CreateFacilityRequest
-	(*CreateFacilityResponse)(nil),     // 3: mcc.directory.v1.CreateFacilityResponse
-	(*GetFacilityRequest)(nil),         // 4: mcc.directory.v1.GetFacilityRequest
-	(*GetFacilityResponse)(nil),        // 5: mcc.directory.v1.GetFacilityResponse
-	(*ListFacilitiesRequest)(nil),      // 6: mcc.directory.v1.ListFacilitiesRequest
-	(*ListFacilitiesResponse)(nil),     // 7: mcc.directory.v1.ListFacilitiesResponse
-	(*UpdateFacilityRequest)(nil),      // 8: mcc.directory.v1.UpdateFacilityRequest
-	(*UpdateFacilityResponse)(nil),     // 9: mcc.directory.v1.UpdateFacilityResponse
-	(*Practitioner)(nil),               // 10: mcc.directory.v1.Practitioner
-	(*CreatePractitionerRequest)(nil),  // 11: mcc.directory.v1.CreatePractitionerRequest
-	(*CreatePractitionerResponse)(nil), // 12: mcc.directory.v1.CreatePractitionerResponse
-	(*GetPractitionerRequest)(nil),     // 13: mcc.directory.v1.GetPractitionerRequest
-	(*GetPractitionerResponse)(nil),    // 14: mcc.directory.v1.GetPractitionerResponse
-	(*ListPractitionersRequest)(nil),   // 15: mcc.directory.v1.ListPractitionersRequest
-	(*ListPractitionersResponse)(nil),  // 16: mcc.directory.v1.ListPractitionersResponse
-	(*UpdatePractitionerRequest)(nil),  // 17: mcc.directory.v1.UpdatePractitionerRequest
-	(*UpdatePractitionerResponse)(nil), // 18: mcc.directory.v1.UpdatePractitionerResponse
-	(*Patient)(nil),                    // 19: mcc.directory.v1.Patient
-	(*RegisterPatientRequest)(nil),     // 20: mcc.directory.v1.RegisterPatientRequest
-	(*RegisterPatientResponse)(nil),    // 21: mcc.directory.v1.RegisterPatientResponse
-	(*MatchPatientRequest)(nil),        // 22: mcc.directory.v1.MatchPatientRequest
-	(*MatchPatientResponse)(nil),       // 23: mcc.directory.v1.MatchPatientResponse
-	(*GetPatientRequest)(nil),          // 24: mcc.directory.v1.GetPatientRequest
-	(*GetPatientResponse)(nil),         // 25: mcc.directory.v1.GetPatientResponse
-	(*ListPatientsRequest)(nil),        // 26: mcc.directory.v1.ListPatientsRequest
-	(*ListPatientsResponse)(nil),       // 27: mcc.directory.v1.ListPatientsResponse
-	(*ListEventsRequest)(nil),          // 28: mcc.directory.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),         // 29: mcc.directory.v1.ListEventsResponse
-	(*WatchEventsRequest)(nil),         // 30: mcc.directory.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),        // 31: mcc.directory.v1.WatchEventsResponse
-	(v1.FacilityLevel)(0),              // 32: mcc.type.v1.FacilityLevel
-	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
-	(v1.Center)(0),                     // 34: mcc.type.v1.Center
-	(*fieldmaskpb.FieldMask)(nil),      // 35: google.protobuf.FieldMask
-	(v1.Role)(0),                       // 36: mcc.type.v1.Role
-	(v1.Sex)(0),                        // 37: mcc.type.v1.Sex
-	(*v1.Event)(nil),                   // 38: mcc.type.v1.Event
+	(Client_State)(0),                  // 0: mcc.directory.v1.Client.State
+	(*Facility)(nil),                   // 1: mcc.directory.v1.Facility
+	(*CenterAssignment)(nil),           // 2: mcc.directory.v1.CenterAssignment
+	(*CreateFacilityRequest)(nil),      // 3: mcc.directory.v1.CreateFacilityRequest
+	(*CreateFacilityResponse)(nil),     // 4: mcc.directory.v1.CreateFacilityResponse
+	(*GetFacilityRequest)(nil),         // 5: mcc.directory.v1.GetFacilityRequest
+	(*GetFacilityResponse)(nil),        // 6: mcc.directory.v1.GetFacilityResponse
+	(*ListFacilitiesRequest)(nil),      // 7: mcc.directory.v1.ListFacilitiesRequest
+	(*ListFacilitiesResponse)(nil),     // 8: mcc.directory.v1.ListFacilitiesResponse
+	(*UpdateFacilityRequest)(nil),      // 9: mcc.directory.v1.UpdateFacilityRequest
+	(*UpdateFacilityResponse)(nil),     // 10: mcc.directory.v1.UpdateFacilityResponse
+	(*Practitioner)(nil),               // 11: mcc.directory.v1.Practitioner
+	(*CreatePractitionerRequest)(nil),  // 12: mcc.directory.v1.CreatePractitionerRequest
+	(*CreatePractitionerResponse)(nil), // 13: mcc.directory.v1.CreatePractitionerResponse
+	(*GetPractitionerRequest)(nil),     // 14: mcc.directory.v1.GetPractitionerRequest
+	(*GetPractitionerResponse)(nil),    // 15: mcc.directory.v1.GetPractitionerResponse
+	(*ListPractitionersRequest)(nil),   // 16: mcc.directory.v1.ListPractitionersRequest
+	(*ListPractitionersResponse)(nil),  // 17: mcc.directory.v1.ListPractitionersResponse
+	(*UpdatePractitionerRequest)(nil),  // 18: mcc.directory.v1.UpdatePractitionerRequest
+	(*UpdatePractitionerResponse)(nil), // 19: mcc.directory.v1.UpdatePractitionerResponse
+	(*Patient)(nil),                    // 20: mcc.directory.v1.Patient
+	(*RegisterPatientRequest)(nil),     // 21: mcc.directory.v1.RegisterPatientRequest
+	(*RegisterPatientResponse)(nil),    // 22: mcc.directory.v1.RegisterPatientResponse
+	(*MatchPatientRequest)(nil),        // 23: mcc.directory.v1.MatchPatientRequest
+	(*MatchPatientResponse)(nil),       // 24: mcc.directory.v1.MatchPatientResponse
+	(*GetPatientRequest)(nil),          // 25: mcc.directory.v1.GetPatientRequest
+	(*GetPatientResponse)(nil),         // 26: mcc.directory.v1.GetPatientResponse
+	(*ListPatientsRequest)(nil),        // 27: mcc.directory.v1.ListPatientsRequest
+	(*ListPatientsResponse)(nil),       // 28: mcc.directory.v1.ListPatientsResponse
+	(*ListEventsRequest)(nil),          // 29: mcc.directory.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),         // 30: mcc.directory.v1.ListEventsResponse
+	(*WatchEventsRequest)(nil),         // 31: mcc.directory.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),        // 32: mcc.directory.v1.WatchEventsResponse
+	(*Client)(nil),                     // 33: mcc.directory.v1.Client
+	(*CreateClientRequest)(nil),        // 34: mcc.directory.v1.CreateClientRequest
+	(*CreateClientResponse)(nil),       // 35: mcc.directory.v1.CreateClientResponse
+	(*GetClientRequest)(nil),           // 36: mcc.directory.v1.GetClientRequest
+	(*GetClientResponse)(nil),          // 37: mcc.directory.v1.GetClientResponse
+	(*ListClientsRequest)(nil),         // 38: mcc.directory.v1.ListClientsRequest
+	(*ListClientsResponse)(nil),        // 39: mcc.directory.v1.ListClientsResponse
+	(*RevokeClientRequest)(nil),        // 40: mcc.directory.v1.RevokeClientRequest
+	(*RevokeClientResponse)(nil),       // 41: mcc.directory.v1.RevokeClientResponse
+	(*IssueTokenRequest)(nil),          // 42: mcc.directory.v1.IssueTokenRequest
+	(*IssueTokenResponse)(nil),         // 43: mcc.directory.v1.IssueTokenResponse
+	(*RevokeTokenRequest)(nil),         // 44: mcc.directory.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),        // 45: mcc.directory.v1.RevokeTokenResponse
+	(*Revocation)(nil),                 // 46: mcc.directory.v1.Revocation
+	(*ListRevocationsRequest)(nil),     // 47: mcc.directory.v1.ListRevocationsRequest
+	(*ListRevocationsResponse)(nil),    // 48: mcc.directory.v1.ListRevocationsResponse
+	(v1.FacilityLevel)(0),              // 49: mcc.type.v1.FacilityLevel
+	(*timestamppb.Timestamp)(nil),      // 50: google.protobuf.Timestamp
+	(v1.Center)(0),                     // 51: mcc.type.v1.Center
+	(*fieldmaskpb.FieldMask)(nil),      // 52: google.protobuf.FieldMask
+	(v1.Role)(0),                       // 53: mcc.type.v1.Role
+	(v1.Sex)(0),                        // 54: mcc.type.v1.Sex
+	(*v1.Event)(nil),                   // 55: mcc.type.v1.Event
 }
 var file_mcc_directory_v1_directory_proto_depIdxs = []int32{
-	32, // 0: mcc.directory.v1.Facility.level:type_name -> mcc.type.v1.FacilityLevel
-	1,  // 1: mcc.directory.v1.Facility.centers:type_name -> mcc.directory.v1.CenterAssignment
-	33, // 2: mcc.directory.v1.Facility.create_time:type_name -> google.protobuf.Timestamp
-	33, // 3: mcc.directory.v1.Facility.update_time:type_name -> google.protobuf.Timestamp
-	34, // 4: mcc.directory.v1.CenterAssignment.center:type_name -> mcc.type.v1.Center
-	0,  // 5: mcc.directory.v1.CreateFacilityRequest.facility:type_name -> mcc.directory.v1.Facility
-	0,  // 6: mcc.directory.v1.CreateFacilityResponse.facility:type_name -> mcc.directory.v1.Facility
-	0,  // 7: mcc.directory.v1.GetFacilityResponse.facility:type_name -> mcc.directory.v1.Facility
-	32, // 8: mcc.directory.v1.ListFacilitiesRequest.level:type_name -> mcc.type.v1.FacilityLevel
-	0,  // 9: mcc.directory.v1.ListFacilitiesResponse.facilities:type_name -> mcc.directory.v1.Facility
-	0,  // 10: mcc.directory.v1.UpdateFacilityRequest.facility:type_name -> mcc.directory.v1.Facility
-	35, // 11: mcc.directory.v1.UpdateFacilityRequest.update_mask:type_name -> google.protobuf.FieldMask
-	0,  // 12: mcc.directory.v1.UpdateFacilityResponse.facility:type_name -> mcc.directory.v1.Facility
-	36, // 13: mcc.directory.v1.Practitioner.roles:type_name -> mcc.type.v1.Role
-	33, // 14: mcc.directory.v1.Practitioner.create_time:type_name -> google.protobuf.Timestamp
-	33, // 15: mcc.directory.v1.Practitioner.update_time:type_name -> google.protobuf.Timestamp
-	10, // 16: mcc.directory.v1.CreatePractitionerRequest.practitioner:type_name -> mcc.directory.v1.Practitioner
-	10, // 17: mcc.directory.v1.CreatePractitionerResponse.practitioner:type_name -> mcc.directory.v1.Practitioner
-	10, // 18: mcc.directory.v1.GetPractitionerResponse.practitioner:type_name -> mcc.directory.v1.Practitioner
-	36, // 19: mcc.directory.v1.ListPractitionersRequest.role:type_name -> mcc.type.v1.Role
-	10, // 20: mcc.directory.v1.ListPractitionersResponse.practitioners:type_name -> mcc.directory.v1.Practitioner
-	10, // 21: mcc.directory.v1.UpdatePractitionerRequest.practitioner:type_name -> mcc.directory.v1.Practitioner
-	35, // 22: mcc.directory.v1.UpdatePractitionerRequest.update_mask:type_name -> google.protobuf.FieldMask
-	10, // 23: mcc.directory.v1.UpdatePractitionerResponse.practitioner:type_name -> mcc.directory.v1.Practitioner
-	37, // 24: mcc.directory.v1.Patient.sex:type_name -> mcc.type.v1.Sex
-	33, // 25: mcc.directory.v1.Patient.create_time:type_name -> google.protobuf.Timestamp
-	19, // 26: mcc.directory.v1.RegisterPatientResponse.patient:type_name -> mcc.directory.v1.Patient
-	19, // 27: mcc.directory.v1.MatchPatientResponse.patient:type_name -> mcc.directory.v1.Patient
-	19, // 28: mcc.directory.v1.GetPatientResponse.patient:type_name -> mcc.directory.v1.Patient
-	19, // 29: mcc.directory.v1.ListPatientsResponse.patients:type_name -> mcc.directory.v1.Patient
-	38, // 30: mcc.directory.v1.ListEventsResponse.events:type_name -> mcc.type.v1.Event
-	38, // 31: mcc.directory.v1.WatchEventsResponse.event:type_name -> mcc.type.v1.Event
-	2,  // 32: mcc.directory.v1.DirectoryService.CreateFacility:input_type -> mcc.directory.v1.CreateFacilityRequest
-	4,  // 33: mcc.directory.v1.DirectoryService.GetFacility:input_type -> mcc.directory.v1.GetFacilityRequest
-	6,  // 34: mcc.directory.v1.DirectoryService.ListFacilities:input_type -> mcc.directory.v1.ListFacilitiesRequest
-	8,  // 35: mcc.directory.v1.DirectoryService.UpdateFacility:input_type -> mcc.directory.v1.UpdateFacilityRequest
-	11, // 36: mcc.directory.v1.DirectoryService.CreatePractitioner:input_type -> mcc.directory.v1.CreatePractitionerRequest
-	13, // 37: mcc.directory.v1.DirectoryService.GetPractitioner:input_type -> mcc.directory.v1.GetPractitionerRequest
-	15, // 38: mcc.directory.v1.DirectoryService.ListPractitioners:input_type -> mcc.directory.v1.ListPractitionersRequest
-	17, // 39: mcc.directory.v1.DirectoryService.UpdatePractitioner:input_type -> mcc.directory.v1.UpdatePractitionerRequest
-	20, // 40: mcc.directory.v1.DirectoryService.RegisterPatient:input_type -> mcc.directory.v1.RegisterPatientRequest
-	22, // 41: mcc.directory.v1.DirectoryService.MatchPatient:input_type -> mcc.directory.v1.MatchPatientRequest
-	24, // 42: mcc.directory.v1.DirectoryService.GetPatient:input_type -> mcc.directory.v1.GetPatientRequest
-	26, // 43: mcc.directory.v1.DirectoryService.ListPatients:input_type -> mcc.directory.v1.ListPatientsRequest
-	28, // 44: mcc.directory.v1.DirectoryService.ListEvents:input_type -> mcc.directory.v1.ListEventsRequest
-	30, // 45: mcc.directory.v1.DirectoryService.WatchEvents:input_type -> mcc.directory.v1.WatchEventsRequest
-	3,  // 46: mcc.directory.v1.DirectoryService.CreateFacility:output_type -> mcc.directory.v1.CreateFacilityResponse
-	5,  // 47: mcc.directory.v1.DirectoryService.GetFacility:output_type -> mcc.directory.v1.GetFacilityResponse
-	7,  // 48: mcc.directory.v1.DirectoryService.ListFacilities:output_type -> mcc.directory.v1.ListFacilitiesResponse
-	9,  // 49: mcc.directory.v1.DirectoryService.UpdateFacility:output_type -> mcc.directory.v1.UpdateFacilityResponse
-	12, // 50: mcc.directory.v1.DirectoryService.CreatePractitioner:output_type -> mcc.directory.v1.CreatePractitionerResponse
-	14, // 51: mcc.directory.v1.DirectoryService.GetPractitioner:output_type -> mcc.directory.v1.GetPractitionerResponse
-	16, // 52: mcc.directory.v1.DirectoryService.ListPractitioners:output_type -> mcc.directory.v1.ListPractitionersResponse
-	18, // 53: mcc.directory.v1.DirectoryService.UpdatePractitioner:output_type -> mcc.directory.v1.UpdatePractitionerResponse
-	21, // 54: mcc.directory.v1.DirectoryService.RegisterPatient:output_type -> mcc.directory.v1.RegisterPatientResponse
-	23, // 55: mcc.directory.v1.DirectoryService.MatchPatient:output_type -> mcc.directory.v1.MatchPatientResponse
-	25, // 56: mcc.directory.v1.DirectoryService.GetPatient:output_type -> mcc.directory.v1.GetPatientResponse
-	27, // 57: mcc.directory.v1.DirectoryService.ListPatients:output_type -> mcc.directory.v1.ListPatientsResponse
-	29, // 58: mcc.directory.v1.DirectoryService.ListEvents:output_type -> mcc.directory.v1.ListEventsResponse
-	31, // 59: mcc.directory.v1.DirectoryService.WatchEvents:output_type -> mcc.directory.v1.WatchEventsResponse
-	46, // [46:60] is the sub-list for method output_type
-	32, // [32:46] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	49, // 0: mcc.directory.v1.Facility.level:type_name -> mcc.type.v1.FacilityLevel
+	2,  // 1: mcc.directory.v1.Facility.centers:type_name -> mcc.directory.v1.CenterAssignment
+	50, // 2: mcc.directory.v1.Facility.create_time:type_name -> google.protobuf.Timestamp
+	50, // 3: mcc.directory.v1.Facility.update_time:type_name -> google.protobuf.Timestamp
+	51, // 4: mcc.directory.v1.CenterAssignment.center:type_name -> mcc.type.v1.Center
+	1,  // 5: mcc.directory.v1.CreateFacilityRequest.facility:type_name -> mcc.directory.v1.Facility
+	1,  // 6: mcc.directory.v1.CreateFacilityResponse.facility:type_name -> mcc.directory.v1.Facility
+	1,  // 7: mcc.directory.v1.GetFacilityResponse.facility:type_name -> mcc.directory.v1.Facility
+	49, // 8: mcc.directory.v1.ListFacilitiesRequest.level:type_name -> mcc.type.v1.FacilityLevel
+	1,  // 9: mcc.directory.v1.ListFacilitiesResponse.facilities:type_name -> mcc.directory.v1.Facility
+	1,  // 10: mcc.directory.v1.UpdateFacilityRequest.facility:type_name -> mcc.directory.v1.Facility
+	52, // 11: mcc.directory.v1.UpdateFacilityRequest.update_mask:type_name -> google.protobuf.FieldMask
+	1,  // 12: mcc.directory.v1.UpdateFacilityResponse.facility:type_name -> mcc.directory.v1.Facility
+	53, // 13: mcc.directory.v1.Practitioner.roles:type_name -> mcc.type.v1.Role
+	50, // 14: mcc.directory.v1.Practitioner.create_time:type_name -> google.protobuf.Timestamp
+	50, // 15: mcc.directory.v1.Practitioner.update_time:type_name -> google.protobuf.Timestamp
+	11, // 16: mcc.directory.v1.CreatePractitionerRequest.practitioner:type_name -> mcc.directory.v1.Practitioner
+	11, // 17: mcc.directory.v1.CreatePractitionerResponse.practitioner:type_name -> mcc.directory.v1.Practitioner
+	11, // 18: mcc.directory.v1.GetPractitionerResponse.practitioner:type_name -> mcc.directory.v1.Practitioner
+	53, // 19: mcc.directory.v1.ListPractitionersRequest.role:type_name -> mcc.type.v1.Role
+	11, // 20: mcc.directory.v1.ListPractitionersResponse.practitioners:type_name -> mcc.directory.v1.Practitioner
+	11, // 21: mcc.directory.v1.UpdatePractitionerRequest.practitioner:type_name -> mcc.directory.v1.Practitioner
+	52, // 22: mcc.directory.v1.UpdatePractitionerRequest.update_mask:type_name -> google.protobuf.FieldMask
+	11, // 23: mcc.directory.v1.UpdatePractitionerResponse.practitioner:type_name -> mcc.directory.v1.Practitioner
+	54, // 24: mcc.directory.v1.Patient.sex:type_name -> mcc.type.v1.Sex
+	50, // 25: mcc.directory.v1.Patient.create_time:type_name -> google.protobuf.Timestamp
+	20, // 26: mcc.directory.v1.RegisterPatientResponse.patient:type_name -> mcc.directory.v1.Patient
+	20, // 27: mcc.directory.v1.MatchPatientResponse.patient:type_name -> mcc.directory.v1.Patient
+	20, // 28: mcc.directory.v1.GetPatientResponse.patient:type_name -> mcc.directory.v1.Patient
+	20, // 29: mcc.directory.v1.ListPatientsResponse.patients:type_name -> mcc.directory.v1.Patient
+	55, // 30: mcc.directory.v1.ListEventsResponse.events:type_name -> mcc.type.v1.Event
+	55, // 31: mcc.directory.v1.WatchEventsResponse.event:type_name -> mcc.type.v1.Event
+	53, // 32: mcc.directory.v1.Client.roles:type_name -> mcc.type.v1.Role
+	0,  // 33: mcc.directory.v1.Client.state:type_name -> mcc.directory.v1.Client.State
+	50, // 34: mcc.directory.v1.Client.locked_until:type_name -> google.protobuf.Timestamp
+	50, // 35: mcc.directory.v1.Client.create_time:type_name -> google.protobuf.Timestamp
+	50, // 36: mcc.directory.v1.Client.update_time:type_name -> google.protobuf.Timestamp
+	33, // 37: mcc.directory.v1.CreateClientRequest.client:type_name -> mcc.directory.v1.Client
+	33, // 38: mcc.directory.v1.CreateClientResponse.client:type_name -> mcc.directory.v1.Client
+	33, // 39: mcc.directory.v1.GetClientResponse.client:type_name -> mcc.directory.v1.Client
+	33, // 40: mcc.directory.v1.ListClientsResponse.clients:type_name -> mcc.directory.v1.Client
+	33, // 41: mcc.directory.v1.RevokeClientResponse.client:type_name -> mcc.directory.v1.Client
+	50, // 42: mcc.directory.v1.Revocation.revoke_time:type_name -> google.protobuf.Timestamp
+	50, // 43: mcc.directory.v1.Revocation.expire_time:type_name -> google.protobuf.Timestamp
+	46, // 44: mcc.directory.v1.ListRevocationsResponse.revocations:type_name -> mcc.directory.v1.Revocation
+	3,  // 45: mcc.directory.v1.DirectoryService.CreateFacility:input_type -> mcc.directory.v1.CreateFacilityRequest
+	5,  // 46: mcc.directory.v1.DirectoryService.GetFacility:input_type -> mcc.directory.v1.GetFacilityRequest
+	7,  // 47: mcc.directory.v1.DirectoryService.ListFacilities:input_type -> mcc.directory.v1.ListFacilitiesRequest
+	9,  // 48: mcc.directory.v1.DirectoryService.UpdateFacility:input_type -> mcc.directory.v1.UpdateFacilityRequest
+	12, // 49: mcc.directory.v1.DirectoryService.CreatePractitioner:input_type -> mcc.directory.v1.CreatePractitionerRequest
+	14, // 50: mcc.directory.v1.DirectoryService.GetPractitioner:input_type -> mcc.directory.v1.GetPractitionerRequest
+	16, // 51: mcc.directory.v1.DirectoryService.ListPractitioners:input_type -> mcc.directory.v1.ListPractitionersRequest
+	18, // 52: mcc.directory.v1.DirectoryService.UpdatePractitioner:input_type -> mcc.directory.v1.UpdatePractitionerRequest
+	21, // 53: mcc.directory.v1.DirectoryService.RegisterPatient:input_type -> mcc.directory.v1.RegisterPatientRequest
+	23, // 54: mcc.directory.v1.DirectoryService.MatchPatient:input_type -> mcc.directory.v1.MatchPatientRequest
+	25, // 55: mcc.directory.v1.DirectoryService.GetPatient:input_type -> mcc.directory.v1.GetPatientRequest
+	27, // 56: mcc.directory.v1.DirectoryService.ListPatients:input_type -> mcc.directory.v1.ListPatientsRequest
+	29, // 57: mcc.directory.v1.DirectoryService.ListEvents:input_type -> mcc.directory.v1.ListEventsRequest
+	31, // 58: mcc.directory.v1.DirectoryService.WatchEvents:input_type -> mcc.directory.v1.WatchEventsRequest
+	34, // 59: mcc.directory.v1.DirectoryService.CreateClient:input_type -> mcc.directory.v1.CreateClientRequest
+	36, // 60: mcc.directory.v1.DirectoryService.GetClient:input_type -> mcc.directory.v1.GetClientRequest
+	38, // 61: mcc.directory.v1.DirectoryService.ListClients:input_type -> mcc.directory.v1.ListClientsRequest
+	40, // 62: mcc.directory.v1.DirectoryService.RevokeClient:input_type -> mcc.directory.v1.RevokeClientRequest
+	42, // 63: mcc.directory.v1.DirectoryService.IssueToken:input_type -> mcc.directory.v1.IssueTokenRequest
+	44, // 64: mcc.directory.v1.DirectoryService.RevokeToken:input_type -> mcc.directory.v1.RevokeTokenRequest
+	47, // 65: mcc.directory.v1.DirectoryService.ListRevocations:input_type -> mcc.directory.v1.ListRevocationsRequest
+	4,  // 66: mcc.directory.v1.DirectoryService.CreateFacility:output_type -> mcc.directory.v1.CreateFacilityResponse
+	6,  // 67: mcc.directory.v1.DirectoryService.GetFacility:output_type -> mcc.directory.v1.GetFacilityResponse
+	8,  // 68: mcc.directory.v1.DirectoryService.ListFacilities:output_type -> mcc.directory.v1.ListFacilitiesResponse
+	10, // 69: mcc.directory.v1.DirectoryService.UpdateFacility:output_type -> mcc.directory.v1.UpdateFacilityResponse
+	13, // 70: mcc.directory.v1.DirectoryService.CreatePractitioner:output_type -> mcc.directory.v1.CreatePractitionerResponse
+	15, // 71: mcc.directory.v1.DirectoryService.GetPractitioner:output_type -> mcc.directory.v1.GetPractitionerResponse
+	17, // 72: mcc.directory.v1.DirectoryService.ListPractitioners:output_type -> mcc.directory.v1.ListPractitionersResponse
+	19, // 73: mcc.directory.v1.DirectoryService.UpdatePractitioner:output_type -> mcc.directory.v1.UpdatePractitionerResponse
+	22, // 74: mcc.directory.v1.DirectoryService.RegisterPatient:output_type -> mcc.directory.v1.RegisterPatientResponse
+	24, // 75: mcc.directory.v1.DirectoryService.MatchPatient:output_type -> mcc.directory.v1.MatchPatientResponse
+	26, // 76: mcc.directory.v1.DirectoryService.GetPatient:output_type -> mcc.directory.v1.GetPatientResponse
+	28, // 77: mcc.directory.v1.DirectoryService.ListPatients:output_type -> mcc.directory.v1.ListPatientsResponse
+	30, // 78: mcc.directory.v1.DirectoryService.ListEvents:output_type -> mcc.directory.v1.ListEventsResponse
+	32, // 79: mcc.directory.v1.DirectoryService.WatchEvents:output_type -> mcc.directory.v1.WatchEventsResponse
+	35, // 80: mcc.directory.v1.DirectoryService.CreateClient:output_type -> mcc.directory.v1.CreateClientResponse
+	37, // 81: mcc.directory.v1.DirectoryService.GetClient:output_type -> mcc.directory.v1.GetClientResponse
+	39, // 82: mcc.directory.v1.DirectoryService.ListClients:output_type -> mcc.directory.v1.ListClientsResponse
+	41, // 83: mcc.directory.v1.DirectoryService.RevokeClient:output_type -> mcc.directory.v1.RevokeClientResponse
+	43, // 84: mcc.directory.v1.DirectoryService.IssueToken:output_type -> mcc.directory.v1.IssueTokenResponse
+	45, // 85: mcc.directory.v1.DirectoryService.RevokeToken:output_type -> mcc.directory.v1.RevokeTokenResponse
+	48, // 86: mcc.directory.v1.DirectoryService.ListRevocations:output_type -> mcc.directory.v1.ListRevocationsResponse
+	66, // [66:87] is the sub-list for method output_type
+	45, // [45:66] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_mcc_directory_v1_directory_proto_init() }
@@ -2319,13 +3495,14 @@ func file_mcc_directory_v1_directory_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mcc_directory_v1_directory_proto_rawDesc), len(file_mcc_directory_v1_directory_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   32,
+			NumEnums:      1,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_mcc_directory_v1_directory_proto_goTypes,
 		DependencyIndexes: file_mcc_directory_v1_directory_proto_depIdxs,
+		EnumInfos:         file_mcc_directory_v1_directory_proto_enumTypes,
 		MessageInfos:      file_mcc_directory_v1_directory_proto_msgTypes,
 	}.Build()
 	File_mcc_directory_v1_directory_proto = out.File

@@ -33,6 +33,13 @@ const (
 	DirectoryService_ListPatients_FullMethodName       = "/mcc.directory.v1.DirectoryService/ListPatients"
 	DirectoryService_ListEvents_FullMethodName         = "/mcc.directory.v1.DirectoryService/ListEvents"
 	DirectoryService_WatchEvents_FullMethodName        = "/mcc.directory.v1.DirectoryService/WatchEvents"
+	DirectoryService_CreateClient_FullMethodName       = "/mcc.directory.v1.DirectoryService/CreateClient"
+	DirectoryService_GetClient_FullMethodName          = "/mcc.directory.v1.DirectoryService/GetClient"
+	DirectoryService_ListClients_FullMethodName        = "/mcc.directory.v1.DirectoryService/ListClients"
+	DirectoryService_RevokeClient_FullMethodName       = "/mcc.directory.v1.DirectoryService/RevokeClient"
+	DirectoryService_IssueToken_FullMethodName         = "/mcc.directory.v1.DirectoryService/IssueToken"
+	DirectoryService_RevokeToken_FullMethodName        = "/mcc.directory.v1.DirectoryService/RevokeToken"
+	DirectoryService_ListRevocations_FullMethodName    = "/mcc.directory.v1.DirectoryService/ListRevocations"
 )
 
 // DirectoryServiceClient is the client API for DirectoryService service.
@@ -86,6 +93,31 @@ type DirectoryServiceClient interface {
 	// backlog and then new events as they are committed. Delivery is
 	// at-least-once and ordered; de-duplicate by event ID.
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
+	// CreateClient registers an integrator system (a township HIS, a county
+	// EMR) as an OAuth2 client bound to one facility, with roles and scopes.
+	// The response carries the client secret; it is shown this once and
+	// stored only as a hash. Administrators only.
+	CreateClient(ctx context.Context, in *CreateClientRequest, opts ...grpc.CallOption) (*CreateClientResponse, error)
+	// GetClient returns one client. Administrators only.
+	GetClient(ctx context.Context, in *GetClientRequest, opts ...grpc.CallOption) (*GetClientResponse, error)
+	// ListClients lists the community's clients. Administrators only.
+	ListClients(ctx context.Context, in *ListClientsRequest, opts ...grpc.CallOption) (*ListClientsResponse, error)
+	// RevokeClient revokes a client for good: it can get no new token, and
+	// every token it already has is refused from then on. Administrators only.
+	RevokeClient(ctx context.Context, in *RevokeClientRequest, opts ...grpc.CallOption) (*RevokeClientResponse, error)
+	// IssueToken runs the OAuth2 client-credentials grant (RFC 6749 §4.4) and
+	// returns a short-lived bearer token. It needs no token itself. Failed
+	// secrets are counted, and a client is locked for a while after repeated
+	// failures. The gateway serves it as `POST /oauth2/token` too, in the
+	// form-encoded shape OAuth2 libraries expect.
+	IssueToken(ctx context.Context, in *IssueTokenRequest, opts ...grpc.CallOption) (*IssueTokenResponse, error)
+	// RevokeToken revokes one token by its ID (jti), as the OAuth2 revocation
+	// endpoint does (RFC 7009). A client may revoke its own tokens; an
+	// administrator any token of the community.
+	RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error)
+	// ListRevocations lists the revocations still in force, across
+	// communities. MCC's own services poll it to refuse revoked tokens.
+	ListRevocations(ctx context.Context, in *ListRevocationsRequest, opts ...grpc.CallOption) (*ListRevocationsResponse, error)
 }
 
 type directoryServiceClient struct {
@@ -245,6 +277,76 @@ func (c *directoryServiceClient) WatchEvents(ctx context.Context, in *WatchEvent
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type DirectoryService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
 
+func (c *directoryServiceClient) CreateClient(ctx context.Context, in *CreateClientRequest, opts ...grpc.CallOption) (*CreateClientResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateClientResponse)
+	err := c.cc.Invoke(ctx, DirectoryService_CreateClient_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *directoryServiceClient) GetClient(ctx context.Context, in *GetClientRequest, opts ...grpc.CallOption) (*GetClientResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetClientResponse)
+	err := c.cc.Invoke(ctx, DirectoryService_GetClient_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *directoryServiceClient) ListClients(ctx context.Context, in *ListClientsRequest, opts ...grpc.CallOption) (*ListClientsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListClientsResponse)
+	err := c.cc.Invoke(ctx, DirectoryService_ListClients_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *directoryServiceClient) RevokeClient(ctx context.Context, in *RevokeClientRequest, opts ...grpc.CallOption) (*RevokeClientResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeClientResponse)
+	err := c.cc.Invoke(ctx, DirectoryService_RevokeClient_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *directoryServiceClient) IssueToken(ctx context.Context, in *IssueTokenRequest, opts ...grpc.CallOption) (*IssueTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueTokenResponse)
+	err := c.cc.Invoke(ctx, DirectoryService_IssueToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *directoryServiceClient) RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeTokenResponse)
+	err := c.cc.Invoke(ctx, DirectoryService_RevokeToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *directoryServiceClient) ListRevocations(ctx context.Context, in *ListRevocationsRequest, opts ...grpc.CallOption) (*ListRevocationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRevocationsResponse)
+	err := c.cc.Invoke(ctx, DirectoryService_ListRevocations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DirectoryServiceServer is the server API for DirectoryService service.
 // All implementations must embed UnimplementedDirectoryServiceServer
 // for forward compatibility.
@@ -296,6 +398,31 @@ type DirectoryServiceServer interface {
 	// backlog and then new events as they are committed. Delivery is
 	// at-least-once and ordered; de-duplicate by event ID.
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
+	// CreateClient registers an integrator system (a township HIS, a county
+	// EMR) as an OAuth2 client bound to one facility, with roles and scopes.
+	// The response carries the client secret; it is shown this once and
+	// stored only as a hash. Administrators only.
+	CreateClient(context.Context, *CreateClientRequest) (*CreateClientResponse, error)
+	// GetClient returns one client. Administrators only.
+	GetClient(context.Context, *GetClientRequest) (*GetClientResponse, error)
+	// ListClients lists the community's clients. Administrators only.
+	ListClients(context.Context, *ListClientsRequest) (*ListClientsResponse, error)
+	// RevokeClient revokes a client for good: it can get no new token, and
+	// every token it already has is refused from then on. Administrators only.
+	RevokeClient(context.Context, *RevokeClientRequest) (*RevokeClientResponse, error)
+	// IssueToken runs the OAuth2 client-credentials grant (RFC 6749 §4.4) and
+	// returns a short-lived bearer token. It needs no token itself. Failed
+	// secrets are counted, and a client is locked for a while after repeated
+	// failures. The gateway serves it as `POST /oauth2/token` too, in the
+	// form-encoded shape OAuth2 libraries expect.
+	IssueToken(context.Context, *IssueTokenRequest) (*IssueTokenResponse, error)
+	// RevokeToken revokes one token by its ID (jti), as the OAuth2 revocation
+	// endpoint does (RFC 7009). A client may revoke its own tokens; an
+	// administrator any token of the community.
+	RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error)
+	// ListRevocations lists the revocations still in force, across
+	// communities. MCC's own services poll it to refuse revoked tokens.
+	ListRevocations(context.Context, *ListRevocationsRequest) (*ListRevocationsResponse, error)
 	mustEmbedUnimplementedDirectoryServiceServer()
 }
 
@@ -347,6 +474,27 @@ func (UnimplementedDirectoryServiceServer) ListEvents(context.Context, *ListEven
 }
 func (UnimplementedDirectoryServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
+}
+func (UnimplementedDirectoryServiceServer) CreateClient(context.Context, *CreateClientRequest) (*CreateClientResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateClient not implemented")
+}
+func (UnimplementedDirectoryServiceServer) GetClient(context.Context, *GetClientRequest) (*GetClientResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetClient not implemented")
+}
+func (UnimplementedDirectoryServiceServer) ListClients(context.Context, *ListClientsRequest) (*ListClientsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListClients not implemented")
+}
+func (UnimplementedDirectoryServiceServer) RevokeClient(context.Context, *RevokeClientRequest) (*RevokeClientResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeClient not implemented")
+}
+func (UnimplementedDirectoryServiceServer) IssueToken(context.Context, *IssueTokenRequest) (*IssueTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueToken not implemented")
+}
+func (UnimplementedDirectoryServiceServer) RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeToken not implemented")
+}
+func (UnimplementedDirectoryServiceServer) ListRevocations(context.Context, *ListRevocationsRequest) (*ListRevocationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRevocations not implemented")
 }
 func (UnimplementedDirectoryServiceServer) mustEmbedUnimplementedDirectoryServiceServer() {}
 func (UnimplementedDirectoryServiceServer) testEmbeddedByValue()                          {}
@@ -614,6 +762,132 @@ func _DirectoryService_WatchEvents_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type DirectoryService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
 
+func _DirectoryService_CreateClient_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateClientRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DirectoryServiceServer).CreateClient(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DirectoryService_CreateClient_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DirectoryServiceServer).CreateClient(ctx, req.(*CreateClientRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DirectoryService_GetClient_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetClientRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DirectoryServiceServer).GetClient(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DirectoryService_GetClient_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DirectoryServiceServer).GetClient(ctx, req.(*GetClientRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DirectoryService_ListClients_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListClientsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DirectoryServiceServer).ListClients(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DirectoryService_ListClients_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DirectoryServiceServer).ListClients(ctx, req.(*ListClientsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DirectoryService_RevokeClient_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeClientRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DirectoryServiceServer).RevokeClient(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DirectoryService_RevokeClient_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DirectoryServiceServer).RevokeClient(ctx, req.(*RevokeClientRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DirectoryService_IssueToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DirectoryServiceServer).IssueToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DirectoryService_IssueToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DirectoryServiceServer).IssueToken(ctx, req.(*IssueTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DirectoryService_RevokeToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DirectoryServiceServer).RevokeToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DirectoryService_RevokeToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DirectoryServiceServer).RevokeToken(ctx, req.(*RevokeTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DirectoryService_ListRevocations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRevocationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DirectoryServiceServer).ListRevocations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DirectoryService_ListRevocations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DirectoryServiceServer).ListRevocations(ctx, req.(*ListRevocationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DirectoryService_ServiceDesc is the grpc.ServiceDesc for DirectoryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -672,6 +946,34 @@ var DirectoryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListEvents",
 			Handler:    _DirectoryService_ListEvents_Handler,
+		},
+		{
+			MethodName: "CreateClient",
+			Handler:    _DirectoryService_CreateClient_Handler,
+		},
+		{
+			MethodName: "GetClient",
+			Handler:    _DirectoryService_GetClient_Handler,
+		},
+		{
+			MethodName: "ListClients",
+			Handler:    _DirectoryService_ListClients_Handler,
+		},
+		{
+			MethodName: "RevokeClient",
+			Handler:    _DirectoryService_RevokeClient_Handler,
+		},
+		{
+			MethodName: "IssueToken",
+			Handler:    _DirectoryService_IssueToken_Handler,
+		},
+		{
+			MethodName: "RevokeToken",
+			Handler:    _DirectoryService_RevokeToken_Handler,
+		},
+		{
+			MethodName: "ListRevocations",
+			Handler:    _DirectoryService_ListRevocations_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 )
@@ -28,6 +29,16 @@ type Caller struct {
 	Roles    []typev1.Role
 	// TokenID is the token's jti, for audit and revocation.
 	TokenID string
+	// ClientID is set for the tokens of OAuth2 clients (integrator
+	// systems): `<community>:<id>`.
+	ClientID string
+	// Scopes limit a client token to some services and to reading or
+	// writing (`lab.read`, `referral.write`, `*`). Tokens without scopes
+	// (people's tokens) are limited by their roles only.
+	Scopes []string
+	// IssuedAt is when the token was issued; revoking a client refuses the
+	// tokens it got before.
+	IssuedAt time.Time
 }
 
 // Has reports whether the caller holds role.

@@ -38,6 +38,9 @@ type claims struct {
 	Community string   `json:"community"`
 	Facility  string   `json:"facility"`
 	Roles     []string `json:"roles"`
+	ClientID  string   `json:"client_id,omitempty"`
+	// Scope is space-separated, as in OAuth2.
+	Scope string `json:"scope,omitempty"`
 }
 
 // Keys signs and verifies tokens. It signs with one key and verifies with
@@ -123,6 +126,8 @@ func (k *Keys) Issue(c Caller, ttl time.Duration) (string, error) {
 		Community: c.Community,
 		Facility:  c.Facility,
 		Roles:     roles,
+		ClientID:  c.ClientID,
+		Scope:     strings.Join(c.Scopes, " "),
 	})
 	tok.Header["kid"] = k.kid
 	return tok.SignedString(k.signing)
@@ -131,6 +136,29 @@ func (k *Keys) Issue(c Caller, ttl time.Duration) (string, error) {
 // Verify checks a token's signature, issuer, audience and validity period,
 // and returns its caller. Every failure wraps apierr.ErrUnauthenticated.
 func (k *Keys) Verify(token string) (Caller, error) {
+	return k.check(token, true)
+}
+
+// Parse is Verify without the claims checks: it checks only the signature
+// of a token that may have expired. Revocation uses it, since revoking an
+// expired token is allowed (and does nothing).
+func (k *Keys) Parse(token string) (Caller, error) {
+	return k.check(token, false)
+}
+
+func (k *Keys) check(token string, checkTime bool) (Caller, error) {
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithIssuer(Issuer),
+		jwt.WithAudience(Audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithTimeFunc(k.clock.Now),
+	}
+	if !checkTime {
+		// Only the signature and the algorithm matter here.
+		opts = []jwt.ParserOption{jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}), jwt.WithoutClaimsValidation()}
+	}
 	var cl claims
 	_, err := jwt.ParseWithClaims(token, &cl, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
@@ -139,18 +167,14 @@ func (k *Keys) Verify(token string) (Caller, error) {
 			return nil, fmt.Errorf("unknown key id %q", kid)
 		}
 		return pub, nil
-	},
-		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
-		jwt.WithIssuer(Issuer),
-		jwt.WithAudience(Audience),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithTimeFunc(k.clock.Now),
-	)
+	}, opts...)
 	if err != nil {
 		return Caller{}, fmt.Errorf("%w: %s", apierr.ErrUnauthenticated, describe(err))
 	}
-	c := Caller{Subject: cl.Subject, Community: cl.Community, Facility: cl.Facility, TokenID: cl.ID}
+	c := Caller{Subject: cl.Subject, Community: cl.Community, Facility: cl.Facility, TokenID: cl.ID, ClientID: cl.ClientID, Scopes: strings.Fields(cl.Scope)}
+	if cl.IssuedAt != nil {
+		c.IssuedAt = cl.IssuedAt.Time
+	}
 	if store.Partition(c.Community).Validate() != nil || !strings.HasPrefix(c.Facility, "facilities/") || len(cl.Roles) == 0 {
 		return Caller{}, fmt.Errorf("%w: token lacks a valid community, facility or roles", apierr.ErrUnauthenticated)
 	}
