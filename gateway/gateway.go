@@ -33,6 +33,7 @@ import (
 
 	adminv1 "github.com/countymcc/mcc/proto/mcc/admin/v1"
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
+	feedv1 "github.com/countymcc/mcc/proto/mcc/feed/v1"
 	"github.com/countymcc/mcc/proto/openapi"
 )
 
@@ -48,6 +49,7 @@ func handlers() map[string]registerFunc {
 	return map[string]registerFunc{
 		"admin":     adminv1.RegisterAdminServiceHandler,
 		"directory": directoryv1.RegisterDirectoryServiceHandler,
+		"feed":      feedv1.RegisterFeedServiceHandler,
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/countymcc/mcc/services/internal/directory"
+	"github.com/countymcc/mcc/services/internal/feed"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/peer"
@@ -52,6 +53,9 @@ func serviceTargets() []serviceTarget {
 	return []serviceTarget{
 		{name: directory.Name, policy: directory.Policy, build: func(d deps, _ *Config) (registrar, error) {
 			return directory.New(d.store, d.pii, d.clock), nil
+		}},
+		{name: feed.Name, policy: feed.Policy, build: func(d deps, cfg *Config) (registrar, error) {
+			return feed.New(feed.Deps{Store: d.store, Clock: d.clock, Peers: d.peers, PII: d.pii, Logger: d.logger, Retention: cfg.EventRetention}, cfg.Feed)
 		}},
 	}
 }
