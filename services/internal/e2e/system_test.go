@@ -42,6 +42,14 @@ func start(t *testing.T, extra ...string) *system {
 // startIn is start on a given data directory.
 func startIn(t *testing.T, dir string, extra ...string) *system {
 	t.Helper()
+	sys, _ := startStoppable(t, dir, extra...)
+	return sys
+}
+
+// startStoppable is startIn that also returns a function to stop the
+// system before the test ends, for tests that restart it.
+func startStoppable(t *testing.T, dir string, extra ...string) (*system, func()) {
+	t.Helper()
 	args := append([]string{"-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0", "-data-dir=" + dir}, extra...)
 	env := app.Env{Getenv: func(string) string { return "" }, Stdout: io.Discard, Stderr: io.Discard}
 	cfg, err := app.LoadConfig(args, env)
@@ -62,13 +70,17 @@ func startIn(t *testing.T, dir string, extra ...string) *system {
 	}
 	done := make(chan error, 1)
 	go func() { done <- sys.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("mcc stopped with %v", err)
-		}
-	})
-	return &system{url: "http://" + sys.HTTPAddr(), grpc: sys.GRPCAddr(), dataDir: dir, logs: logs}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("mcc stopped with %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &system{url: "http://" + sys.HTTPAddr(), grpc: sys.GRPCAddr(), dataDir: dir, logs: logs}, stop
 }
 
 // logBuffer collects the system's logs for the tests to search.
