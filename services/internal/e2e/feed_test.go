@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -27,6 +28,7 @@ import (
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	feedv1 "github.com/countymcc/mcc/proto/mcc/feed/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
+	"github.com/countymcc/mcc/services/internal/app"
 	"github.com/countymcc/mcc/services/internal/feed"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
@@ -405,5 +407,47 @@ func TestRedisReplicasShareTheDeliveries(t *testing.T) {
 	eventually(t, 20*time.Second, "the other replica's deliveries", func() bool { got, _ := rcv.delivered(); return len(got) == 15 })
 	if got, _ := rcv.delivered(); !slices.Equal(got, villageNames("facilities/v", 1, 15)) {
 		t.Errorf("delivered %q", got)
+	}
+}
+
+// TestFeedTailPrintsTheFeedLive runs `mcc feed tail --facility dls` against
+// a running system and reads the events it prints as they happen.
+func TestFeedTailPrintsTheFeedLive(t *testing.T) {
+	sys := start(t)
+	admin := sys.token(t, "demo", "qrmyy", time.Hour, typev1.Role_ROLE_ADMIN)
+	sys.do(t, "POST", "/v1/facilities?facility_id=qrmyy", admin, `{"displayName":"乌拉特中旗人民医院","level":"FACILITY_LEVEL_COUNTY_HOSPITAL"}`).want(t, 200)
+	sys.do(t, "POST", "/v1/facilities?facility_id=dls", admin, `{"displayName":"德岭山中心卫生院","level":"FACILITY_LEVEL_TOWNSHIP_HEALTH_CENTER","parent":"facilities/qrmyy"}`).want(t, 200)
+
+	out, w := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		env := app.Env{Getenv: func(string) string { return "" }, Stdout: w, Stderr: io.Discard}
+		done <- app.Run(ctx, []string{"feed", "tail", "--facility", "dls", "-addr", sys.grpc, "-data-dir", sys.dataDir}, env)
+		w.Close()
+	}()
+	lines := bufio.NewScanner(out)
+	next := func() feedEvent {
+		t.Helper()
+		if !lines.Scan() {
+			t.Fatalf("mcc feed tail stopped: %v", lines.Err())
+		}
+		var ev feedEvent
+		if err := json.Unmarshal(lines.Bytes(), &ev); err != nil {
+			t.Fatalf("line %q: %v", lines.Text(), err)
+		}
+		return ev
+	}
+	if ev := next(); ev.Resource != "facilities/dls" {
+		t.Errorf("first line %+v", ev)
+	}
+	sys.createVillage(t, admin, "dls-001", "dls")
+	if ev := next(); ev.Resource != "facilities/dls-001" || ev.Cursor == "" {
+		t.Errorf("live line %+v", ev)
+	}
+	cancel()
+	go io.Copy(io.Discard, out)
+	if err := <-done; err != nil {
+		t.Errorf("mcc feed tail ended with %v", err)
 	}
 }
