@@ -2,7 +2,8 @@
 // service, dialled over real gRPC connections so that authentication,
 // validation, tracing and errors behave exactly as for gRPC clients.
 //
-// It also serves the merged OpenAPI document at /openapi.json, liveness at
+// It also serves the merged OpenAPI document at /openapi.json, a
+// human-readable reference built from it at /docs, liveness at
 // /healthz, readiness at /readyz (every backend answers its gRPC health
 // check) and Prometheus metrics at /metrics.
 package gateway
@@ -165,6 +166,7 @@ func New(ctx context.Context, endpoints Endpoints, opts ...Option) (http.Handler
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(openapi.Document)
 	})
+	serveDocs(root)
 	root.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
