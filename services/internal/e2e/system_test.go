@@ -48,7 +48,7 @@ func startIn(t *testing.T, dir string, extra ...string) *system {
 
 // startStoppable is startIn that also returns a function to stop the
 // system before the test ends, for tests that restart it.
-func startStoppable(t *testing.T, dir string, extra ...string) (*system, func()) {
+func startStoppable(t testing.TB, dir string, extra ...string) (*system, func()) {
 	t.Helper()
 	args := append([]string{"-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0", "-data-dir=" + dir}, extra...)
 	env := app.Env{Getenv: func(string) string { return "" }, Stdout: io.Discard, Stderr: io.Discard}
