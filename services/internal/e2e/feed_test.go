@@ -292,8 +292,8 @@ func TestWebhookDeliveryIsRedeliveredAfterSIGKILL(t *testing.T) {
 	var secret string
 	rcv := newHookReceiver(t, &secret)
 	rcv.setHang(true)
-	flags := []string{"-feed.allow-loopback", "-feed.webhook-ca-file=" + rcv.caFile, "-feed.lease-ttl=1s", "-feed.scan-interval=100ms",
-		"-feed.retry-base=50ms", "-feed.retry-max=200ms", "-feed.delivery-timeout=30s"}
+	flags := []string{"-feed.allow-loopback", "-feed.webhook-ca-file=" + rcv.caFile, "-feed.lease-ttl=6s", "-feed.scan-interval=100ms",
+		"-feed.retry-base=50ms", "-feed.retry-max=200ms", "-feed.delivery-timeout=2s"}
 	proc, addr := startProcess(t, bin, dir, flags...)
 	keys, _, err := auth.LoadKeys(filepath.Join(dir, "signing.key"), false, clock.System{})
 	if err != nil {
@@ -379,7 +379,7 @@ func TestRedisReplicasShareTheDeliveries(t *testing.T) {
 	keysDir := t.TempDir()
 	flags := []string{"-store=redis", "-redis-addr=" + addr, "-redis.prefix=" + redistest.Prefix(t),
 		"-auth.signing-key=" + filepath.Join(keysDir, "signing.key"), "-pii.key=" + filepath.Join(keysDir, "pii.key"),
-		"-feed.allow-loopback", "-feed.lease-ttl=1s", "-feed.scan-interval=100ms"}
+		"-feed.allow-loopback", "-feed.lease-ttl=1s", "-feed.delivery-timeout=300ms", "-feed.scan-interval=100ms"}
 	var secret string
 	rcv := newHookReceiver(t, &secret)
 	flags = append(flags, "-feed.webhook-ca-file="+rcv.caFile)

@@ -69,6 +69,9 @@ func (c Config) Validate(retention time.Duration) error {
 	if c.DeliveryTimeout <= 0 || c.LeaseTTL <= 0 || c.ScanInterval <= 0 || c.LogRetention <= 0 || c.CacheIdle <= 0 {
 		errs = append(errs, errors.New("-feed.delivery-timeout, -feed.lease-ttl, -feed.scan-interval, -feed.log-retention, -feed.cache-idle: must be positive"))
 	}
+	if c.DeliveryTimeout > c.LeaseTTL/3 {
+		errs = append(errs, errors.New("-feed.delivery-timeout: must be at most a third of -feed.lease-ttl, so a replica renews its lease between deliveries"))
+	}
 	if c.CacheEvents < 0 {
 		errs = append(errs, errors.New("-feed.cache-events: must not be negative"))
 	}

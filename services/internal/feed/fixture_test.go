@@ -71,7 +71,7 @@ func openStore(t testing.TB, name string) store.Store {
 func testConfig() feed.Config {
 	return feed.Config{
 		RetryHorizon: 400 * time.Millisecond, RetryBase: 20 * time.Millisecond, RetryMax: 80 * time.Millisecond,
-		DeliveryTimeout: 2 * time.Second, AllowLoopback: true, LeaseTTL: 3 * time.Second, ScanInterval: 50 * time.Millisecond,
+		DeliveryTimeout: 2 * time.Second, AllowLoopback: true, LeaseTTL: 6 * time.Second, ScanInterval: 50 * time.Millisecond,
 		LogRetention: time.Hour, CacheEvents: 1000, CacheIdle: time.Minute,
 	}
 }

@@ -93,9 +93,9 @@ const (
 	// no event the reader wants, so a filter that matches little cannot
 	// make one call read a whole log. The reader comes back for the rest.
 	directPages = 10
-	// sourceTimeout bounds one read of one source, so a slow service does
-	// not hold up the others.
-	sourceTimeout = 10 * time.Second
+	// callTimeout bounds one ListEvents call, so a service that is slow or
+	// unreachable holds up the others for at most this long.
+	callTimeout = 3 * time.Second
 )
 
 // read returns up to limit events after pos that v wants, merged from
@@ -148,17 +148,22 @@ func (s *Service) read(ctx context.Context, v view, pos position, limit int) (ba
 
 // readSource reads one source directly, after cursor, until it has limit
 // wanted events, reaches the end, or has read directPages pages. At the end
-// it starts a tail there, so the next read comes from memory.
+// it starts a tail there, so the next read comes from memory. A call that
+// fails after others succeeded keeps what they read.
 func (s *Service) readSource(ctx context.Context, src *source, community, cursor string, v view, limit int) (part, error) {
-	ctx, cancel := context.WithTimeout(ctx, sourceTimeout)
-	defer cancel()
 	sctx, err := s.peers.AsService(ctx, community)
 	if err != nil {
 		return part{}, err
 	}
 	p := part{source: src.name}
-	for range directPages {
-		resp, err := src.listEvents(sctx, cursor, directPage)
+	for page := range directPages {
+		cctx, cancel := context.WithTimeout(sctx, callTimeout)
+		resp, err := src.listEvents(cctx, cursor, directPage)
+		cancel()
+		if err != nil && page > 0 && ctx.Err() == nil && s.explain(src.name, err) == nil {
+			p.more = true
+			return p, nil
+		}
 		if err != nil {
 			return p, err
 		}

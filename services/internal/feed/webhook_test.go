@@ -124,10 +124,8 @@ func TestWebhookDeliversSignedEventsInOrder(t *testing.T) {
 	})
 
 	t.Run("the delivery log lists each delivery with its event", func(t *testing.T) {
-		log, err := f.feed.ListDeliveries(f.clinic(t, "dls"), &feedv1.ListDeliveriesRequest{Parent: name, Outcome: feedv1.Delivery_OUTCOME_DELIVERED})
-		if err != nil {
-			t.Fatal(err)
-		}
+		// The log entry is written once the receiver has answered.
+		log := f.waitLog(t, name, "", 3)
 		var logged []string
 		for _, d := range log.GetDeliveries() {
 			logged = append(logged, d.GetEvent().GetResource())
@@ -139,7 +137,7 @@ func TestWebhookDeliversSignedEventsInOrder(t *testing.T) {
 		if !slices.Equal(logged, want) {
 			t.Errorf("log %q, want %q", logged, want)
 		}
-		_, err = f.feed.ListDeliveries(f.clinic(t, "wjh"), &feedv1.ListDeliveriesRequest{Parent: name})
+		_, err := f.feed.ListDeliveries(f.clinic(t, "wjh"), &feedv1.ListDeliveriesRequest{Parent: name})
 		servertest.WantCode(t, err, codes.NotFound) // another facility's subscription
 	})
 }
@@ -151,6 +149,7 @@ func TestFailingReceiversAreRetriedThenDeadLettered(t *testing.T) {
 	}{
 		{"500", func(request) int { return http.StatusInternalServerError }},
 		{"hangs past the timeout", func(r request) int { <-r.ctx.Done(); return http.StatusOK }},
+		{"answers after the timeout", func(request) int { time.Sleep(300 * time.Millisecond); return http.StatusOK }},
 		{"redirects", func(request) int { return http.StatusTemporaryRedirect }},
 	}
 	for _, tt := range tests {
@@ -229,6 +228,7 @@ func TestRedeliverOneEventAndARange(t *testing.T) {
 		f.village(t, v, "dls")
 	}
 	waitFor(t, 5*time.Second, "three deliveries", func() bool { return len(rcv.got()) == 3 })
+	f.waitLog(t, name, "", 3)
 	end := time.Now().Add(time.Second)
 	firstID := verified(t, secret, rcv.got())[0].GetEvent().GetId()
 
@@ -249,10 +249,7 @@ func TestRedeliverOneEventAndARange(t *testing.T) {
 	if got := resources(verified(t, secret, rcv.got()[4:])); !slices.Equal(got, []string{"facilities/dls-1", "facilities/dls-2", "facilities/dls-3"}) {
 		t.Errorf("range redelivered %q", got)
 	}
-	log, err := f.feed.ListDeliveries(f.clinic(t, "dls"), &feedv1.ListDeliveriesRequest{Parent: name, EventId: firstID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	log := f.waitLog(t, name, firstID, 3)
 	manual := 0
 	for _, d := range log.GetDeliveries() {
 		if d.GetManual() {
@@ -278,6 +275,19 @@ func TestRedeliverOneEventAndARange(t *testing.T) {
 	}
 	_, err = f.feed.RedeliverEvents(f.clinic(t, "dls"), &feedv1.RedeliverEventsRequest{Name: name, EventId: "directory/urad/999"})
 	servertest.WantCode(t, err, codes.NotFound)
+}
+
+// waitLog waits until the delivery log of sub has n entries (about
+// eventID, if set), and returns them.
+func (f *fixture) waitLog(t *testing.T, sub, eventID string, n int) *feedv1.ListDeliveriesResponse {
+	t.Helper()
+	var log *feedv1.ListDeliveriesResponse
+	waitFor(t, 5*time.Second, "the delivery log", func() bool {
+		var err error
+		log, err = f.feed.ListDeliveries(f.clinic(t, "dls"), &feedv1.ListDeliveriesRequest{Parent: sub, EventId: eventID})
+		return err == nil && len(log.GetDeliveries()) >= n
+	})
+	return log
 }
 
 func TestHeartbeats(t *testing.T) {
