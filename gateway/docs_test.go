@@ -83,17 +83,24 @@ func operationIDs(t *testing.T) map[string][]string {
 	return out
 }
 
-// TestDocsPageListsEveryOperation loads /docs in headless Chromium and
-// checks that the page built itself from /openapi.json and lists every
-// operation of every service, under bilingual service titles.
-func TestDocsPageListsEveryOperation(t *testing.T) {
+// docsServer serves a gateway without backends: /docs and /openapi.json
+// need none.
+func docsServer(t *testing.T) *httptest.Server {
+	t.Helper()
 	h, err := gateway.New(t.Context(), gateway.Endpoints{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
-	defer srv.Close()
-	dom := dumpDOM(t, srv.URL+"/docs")
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestDocsPageListsEveryOperation loads /docs in headless Chromium and
+// checks that the page built itself from /openapi.json and lists every
+// operation of every service, under bilingual service titles.
+func TestDocsPageListsEveryOperation(t *testing.T) {
+	dom := dumpDOM(t, docsServer(t).URL+"/docs")
 	if !strings.Contains(dom, `data-state="ready"`) {
 		t.Fatalf("the page did not finish building:\n%.2000s", dom)
 	}
@@ -127,12 +134,7 @@ func TestDocsPageListsEveryOperation(t *testing.T) {
 // TestDocsLoadOnlyOwnAssets checks the page's files and headers: nothing
 // from another origin, and a policy that would block it anyway.
 func TestDocsLoadOnlyOwnAssets(t *testing.T) {
-	h, err := gateway.New(t.Context(), gateway.Endpoints{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(h)
-	defer srv.Close()
+	srv := docsServer(t)
 	client := srv.Client()
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	for _, tt := range []struct {

@@ -64,10 +64,13 @@ type state struct {
 	NextAttempt  time.Time `json:"next_attempt,omitzero"`
 }
 
-func (st state) encode() []byte {
-	b, err := json.Marshal(st)
+func (st state) encode() []byte { return mustJSON(st) }
+
+// mustJSON encodes the small records of this package (state, lease), which
+// hold only strings, integers and times and so always marshal.
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
 	if err != nil {
-		// Strings, integers and times always marshal.
 		panic(err)
 	}
 	return b

@@ -177,14 +177,7 @@ type lease struct {
 	Expires time.Time `json:"expires"`
 }
 
-func (l lease) encode() []byte {
-	b, err := json.Marshal(l)
-	if err != nil {
-		// A string and a time always marshal.
-		panic(err)
-	}
-	return b
-}
+func (l lease) encode() []byte { return mustJSON(l) }
 
 // readLease returns the lease of a subscription, zero if none.
 func readLease(tx store.Tx, id string) (lease, error) {
@@ -342,11 +335,17 @@ func (w *worker) expired(ctx context.Context, err error) error {
 	return w.log(ctx, &feedv1.Delivery{Outcome: feedv1.Delivery_OUTCOME_CURSOR_EXPIRED, Time: timestamppb.New(w.s.clock.Now()), Error: err.Error()})
 }
 
+// entry names a delivery log entry and encodes it with its key.
+func (w *worker) entry(d *feedv1.Delivery) (key string, data []byte, err error) {
+	key = logKey(w.id, d.GetTime().AsTime())
+	d.Name = w.name() + "/deliveries/" + strings.TrimPrefix(key, logPrefix(w.id))
+	data, err = proto.Marshal(d)
+	return key, data, err
+}
+
 // log writes an entry that changes no delivery state.
 func (w *worker) log(ctx context.Context, d *feedv1.Delivery) error {
-	key := logKey(w.id, d.GetTime().AsTime())
-	d.Name = w.name() + "/deliveries/" + strings.TrimPrefix(key, logPrefix(w.id))
-	data, err := proto.Marshal(d)
+	key, data, err := w.entry(d)
 	if err != nil {
 		return err
 	}
@@ -358,9 +357,7 @@ func (w *worker) log(ctx context.Context, d *feedv1.Delivery) error {
 // cursor past a live event or removes a manual one from its queue; a
 // failure schedules the next attempt.
 func (w *worker) record(ctx context.Context, read state, d *feedv1.Delivery, head *typev1.Event, redo string) error {
-	key := logKey(w.id, d.GetTime().AsTime())
-	d.Name = w.name() + "/deliveries/" + strings.TrimPrefix(key, logPrefix(w.id))
-	data, err := proto.Marshal(d)
+	key, data, err := w.entry(d)
 	if err != nil {
 		return err
 	}
