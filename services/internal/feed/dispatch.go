@@ -146,6 +146,8 @@ func (s *Service) cleanup(ctx context.Context) error {
 	return nil
 }
 
+// removeAll deletes what subscription id left in p, the tombstone last, so
+// an interrupted cleanup is finished at the next scan.
 func (s *Service) removeAll(ctx context.Context, p store.Partition, id string) error {
 	for _, prefix := range []string{logPrefix(id), "dlvev/" + id + "/", redoPrefix(id)} {
 		for {

@@ -32,6 +32,8 @@ type view struct {
 	since time.Time
 }
 
+// wants reports whether ev belongs in the view: visible to the caller, of a
+// wanted type, and recent enough.
 func (v view) wants(ev *typev1.Event) bool {
 	if !events.Visible(v.caller, ev) {
 		return false

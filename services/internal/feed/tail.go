@@ -35,8 +35,11 @@ type hub struct {
 	signals map[string]chan struct{}
 }
 
+// tailKey names the tail of one source in one community.
 type tailKey struct{ community, source string }
 
+// newHub returns a hub whose tails keep window events each and stop after
+// idle without readers, or when lifetime ends.
 func newHub(lifetime context.Context, asService func(context.Context, string) (context.Context, error), window int, idle time.Duration, logger *slog.Logger) *hub {
 	return &hub{
 		lifetime: lifetime, asService: asService, window: window, idle: idle, logger: logger,
@@ -167,6 +170,7 @@ func (t *tail) read(cursor string, want func(*typev1.Event) bool, limit int) (it
 	return items, end, true
 }
 
+// idleSince reports whether nobody has read the tail for d.
 func (t *tail) idleSince(d time.Duration) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -226,6 +226,8 @@ func (w *worker) guardState(tx store.Tx, read state, now time.Time) error {
 	return nil
 }
 
+// openSecret reads and unseals the subscription's signing secret. It never
+// changes, so a worker reads it once.
 func (w *worker) openSecret(ctx context.Context) (string, error) {
 	rec, err := w.s.store.Get(ctx, w.p, secretKey(w.id))
 	if err != nil {
