@@ -122,15 +122,27 @@ func TestIntegrationGuide(t *testing.T) {
 	}
 	admin := sys.token(t, "demo", "qrmyy", time.Hour, typev1.Role_ROLE_ADMIN)
 	work := t.TempDir()
+	// Every step can also run on its own: the tokens the guide's steps use
+	// are in the environment, the township's and the county's (for steps
+	// and hooks that play the county side: the lab releasing a report, the
+	// coordinator triaging a referral).
 	env := append(os.Environ(),
 		"MCC="+sys.url,
 		"MCC_DATA_DIR="+sys.dataDir,
 		"PATH="+filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"TOKEN="+sys.token(t, "demo", "dls", 24*time.Hour, typev1.Role_ROLE_CLINICIAN),
+		"ADMIN_TOKEN="+admin,
+		"LAB_TOKEN="+sys.token(t, "demo", "qrmyy", 24*time.Hour, typev1.Role_ROLE_LAB_TECHNOLOGIST),
+		"COORDINATOR_TOKEN="+sys.token(t, "demo", "qrmyy", 24*time.Hour, typev1.Role_ROLE_REFERRAL_COORDINATOR),
 	)
 	env = append(env, signedSample(t)...)
 
 	// before runs alongside a step: the long poll waits for an event the
-	// county makes meanwhile.
+	// county makes meanwhile. MERGE(lab, referral): the county side of
+	// steps lab-report, critical-ack and referral-decision (the lab
+	// releasing a report with a critical value, the coordinator accepting
+	// the referral) goes here, or in guide steps that use LAB_TOKEN and
+	// COORDINATOR_TOKEN.
 	before := map[string]func(){
 		"long-poll": func() {
 			time.Sleep(500 * time.Millisecond)
