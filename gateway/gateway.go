@@ -2,7 +2,8 @@
 // service, dialled over real gRPC connections so that authentication,
 // validation, tracing and errors behave exactly as for gRPC clients.
 //
-// It also serves the merged OpenAPI document at /openapi.json, liveness at
+// It also serves the merged OpenAPI document at /openapi.json, a
+// human-readable reference built from it at /docs, liveness at
 // /healthz, readiness at /readyz (every backend answers its gRPC health
 // check) and Prometheus metrics at /metrics.
 package gateway
@@ -33,6 +34,7 @@ import (
 
 	adminv1 "github.com/countymcc/mcc/proto/mcc/admin/v1"
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
+	feedv1 "github.com/countymcc/mcc/proto/mcc/feed/v1"
 	labv1 "github.com/countymcc/mcc/proto/mcc/lab/v1"
 	referralv1 "github.com/countymcc/mcc/proto/mcc/referral/v1"
 	sterilizationv1 "github.com/countymcc/mcc/proto/mcc/sterilization/v1"
@@ -54,6 +56,7 @@ func handlers() map[string]registerFunc {
 		"lab":           labv1.RegisterLabServiceHandler,
 		"sterilization": sterilizationv1.RegisterSterilizationServiceHandler,
 		"referral":      referralv1.RegisterReferralServiceHandler,
+		"feed":          feedv1.RegisterFeedServiceHandler,
 	}
 }
 
@@ -169,6 +172,7 @@ func New(ctx context.Context, endpoints Endpoints, opts ...Option) (http.Handler
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(openapi.Document)
 	})
+	serveDocs(root)
 	root.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

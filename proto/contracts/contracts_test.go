@@ -16,6 +16,7 @@ import (
 	// Every service package, so that its descriptors are registered.
 	_ "github.com/countymcc/mcc/proto/mcc/admin/v1"
 	_ "github.com/countymcc/mcc/proto/mcc/directory/v1"
+	feedv1 "github.com/countymcc/mcc/proto/mcc/feed/v1"
 	_ "github.com/countymcc/mcc/proto/mcc/lab/v1"
 	_ "github.com/countymcc/mcc/proto/mcc/referral/v1"
 	_ "github.com/countymcc/mcc/proto/mcc/sterilization/v1"
@@ -86,6 +87,63 @@ func TestListsPageAndCreatesAreIdempotent(t *testing.T) {
 					t.Errorf("%s has no request_id", m.FullName())
 				}
 			}
+		}
+	}
+}
+
+// TestEventFeedsShareOneShape: the feed service reads every service's
+// ListEvents and WatchEvents with one generic client, which sends and
+// receives the feed service's own messages on the other services' methods.
+// That works only while every service's messages have exactly the same
+// fields (numbers, names, types), and both methods exist together.
+func TestEventFeedsShareOneShape(t *testing.T) {
+	want := map[string][2]protoreflect.MessageDescriptor{
+		"ListEvents":  {(&feedv1.ListEventsRequest{}).ProtoReflect().Descriptor(), (&feedv1.ListEventsResponse{}).ProtoReflect().Descriptor()},
+		"WatchEvents": {(&feedv1.WatchEventsRequest{}).ProtoReflect().Descriptor(), (&feedv1.WatchEventsResponse{}).ProtoReflect().Descriptor()},
+	}
+	feeds := 0
+	for _, svc := range services(t) {
+		list, watch := svc.Methods().ByName("ListEvents"), svc.Methods().ByName("WatchEvents")
+		if (list == nil) != (watch == nil) {
+			t.Errorf("%s has only one of ListEvents and WatchEvents", svc.FullName())
+			continue
+		}
+		if list == nil {
+			continue
+		}
+		feeds++
+		if list.IsStreamingClient() || list.IsStreamingServer() || watch.IsStreamingClient() || !watch.IsStreamingServer() {
+			t.Errorf("%s: ListEvents must be unary and WatchEvents server-streaming", svc.FullName())
+		}
+		for _, m := range []protoreflect.MethodDescriptor{list, watch} {
+			shapes := want[string(m.Name())]
+			sameShape(t, m.FullName(), m.Input(), shapes[0])
+			sameShape(t, m.FullName(), m.Output(), shapes[1])
+		}
+	}
+	if feeds < 2 {
+		t.Errorf("only %d services have an event feed", feeds)
+	}
+}
+
+// sameShape fails the test unless got and want have the same fields with
+// the same numbers, names, cardinalities and types.
+func sameShape(t *testing.T, method protoreflect.FullName, got, want protoreflect.MessageDescriptor) {
+	t.Helper()
+	if got.Fields().Len() != want.Fields().Len() {
+		t.Errorf("%s: %s has %d fields, want %d as in %s", method, got.FullName(), got.Fields().Len(), want.Fields().Len(), want.FullName())
+		return
+	}
+	for i := 0; i < want.Fields().Len(); i++ {
+		w := want.Fields().Get(i)
+		g := got.Fields().ByNumber(w.Number())
+		switch {
+		case g == nil:
+			t.Errorf("%s: %s has no field %d (%s)", method, got.FullName(), w.Number(), w.Name())
+		case g.Name() != w.Name() || g.Kind() != w.Kind() || g.Cardinality() != w.Cardinality():
+			t.Errorf("%s: field %s is %v %v, want %s %v %v", method, g.FullName(), g.Cardinality(), g.Kind(), w.Name(), w.Cardinality(), w.Kind())
+		case g.Message() != nil && g.Message().FullName() != w.Message().FullName():
+			t.Errorf("%s: field %s is a %s, want %s", method, g.FullName(), g.Message().FullName(), w.Message().FullName())
 		}
 	}
 }

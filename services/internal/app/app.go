@@ -8,6 +8,7 @@
 //	mcc restore -in FILE -data-dir DIR           unpack a backup into an empty data directory
 //	mcc health [-addr host:port]                 exit 0 if a running mcc is serving
 //	mcc keys -dir DIR                            create the signing and PII keys
+//	mcc feed tail -facility ID [flags]           print a facility's feed live
 package app
 
 import (
@@ -54,10 +55,12 @@ func run(ctx context.Context, args []string, env Env) error {
 			return runHealth(ctx, args[1:], env)
 		case "keys":
 			return runKeys(args[1:], env)
+		case "feed":
+			return runFeed(ctx, args[1:], env)
 		case "help":
 			args = []string{"-help"}
 		default:
-			return fmt.Errorf("unknown command %q (commands: token, seed, backup, restore, health, keys; or flags to run the server)", args[0])
+			return fmt.Errorf("unknown command %q (commands: token, seed, backup, restore, health, keys, feed; or flags to run the server)", args[0])
 		}
 	}
 	return runServer(ctx, args, env)

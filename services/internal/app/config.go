@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/countymcc/mcc/services/internal/feed"
 	"github.com/countymcc/mcc/services/internal/lab"
 	"github.com/countymcc/mcc/services/internal/platform/server"
 	"github.com/countymcc/mcc/services/internal/referral"
@@ -40,6 +41,7 @@ type Config struct {
 	MaxBodyBytes int64
 	// EventRetention is how long change feeds keep events.
 	EventRetention  time.Duration
+	Feed            feed.Config
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
 	Lab             lab.Config
@@ -91,6 +93,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	}
 	fs.Int64Var(&c.MaxBodyBytes, "gateway.max-body-bytes", 4<<20, "largest REST request body accepted; larger ones get 413")
 	fs.DurationVar(&c.EventRetention, "events.retention", 30*24*time.Hour, "how long change feeds keep events; older cursors must resynchronize")
+	c.Feed.RegisterFlags(fs)
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "longest graceful shutdown before open calls are cut")
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	c.Lab.RegisterFlags(fs)
@@ -145,6 +148,9 @@ func (c *Config) validate() error {
 	}
 	if c.EventRetention < time.Hour {
 		errs = append(errs, errors.New("-events.retention: must be at least 1h"))
+	}
+	if err := c.Feed.Validate(c.EventRetention); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

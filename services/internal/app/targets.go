@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/countymcc/mcc/services/internal/directory"
+	"github.com/countymcc/mcc/services/internal/feed"
 	"github.com/countymcc/mcc/services/internal/lab"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
@@ -65,6 +66,9 @@ func serviceTargets() []serviceTarget {
 		{name: referral.Name, policy: referral.Policy, build: func(d deps, c *Config) (registrar, error) {
 			// Attachments stays nil until the recognition service exists.
 			return referral.New(referral.Deps{Store: d.store, Clock: d.clock, Peers: d.peers, Logger: d.logger}, c.Referral)
+		}},
+		{name: feed.Name, policy: feed.Policy, build: func(d deps, cfg *Config) (registrar, error) {
+			return feed.New(feed.Deps{Store: d.store, Clock: d.clock, Peers: d.peers, PII: d.pii, Logger: d.logger, Retention: cfg.EventRetention}, cfg.Feed)
 		}},
 	}
 }

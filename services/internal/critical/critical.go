@@ -24,6 +24,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -374,20 +375,42 @@ func (l *Loop) List(ctx context.Context, s store.Store, c auth.Caller, pageToken
 	})
 }
 
-// Matches reports whether a read-back repeats a value: the same text once
-// spaces and case are ignored, or, for a value with a unit, the same number
-// alone ("2.1" for "2.1 mmol/L").
+// Matches reports whether a read-back repeats a value, as a clinician says
+// it on the phone. Spaces and case are ignored. It matches when the read-back
+// is the value, or contains it whole ("血钾 6.8 mmol/L" for "6.8 mmol/L"), or
+// holds exactly one number and that number is the value's, digit for digit
+// ("血钾 6.8" for "6.8 mmol/L"; never "6.80", never "6.5 or 6.8").
 func Matches(readBack, value string) bool {
 	rb, v := normalize(readBack), normalize(value)
-	if rb == "" {
+	if rb == "" || v == "" {
 		return false
 	}
-	if rb == v {
+	if containsWhole(rb, v) {
 		return true
 	}
 	number, _, _ := strings.Cut(strings.TrimSpace(value), " ")
-	return rb == normalize(number)
+	said := numberPattern.FindAllString(readBack, -1)
+	return numberPattern.MatchString(number) && len(said) == 1 && said[0] == number
 }
+
+// containsWhole reports whether s contains v not glued to a digit before
+// it: "16.8mmol/l" does not contain "6.8mmol/l".
+func containsWhole(s, v string) bool {
+	for from := 0; ; {
+		i := strings.Index(s[from:], v)
+		if i < 0 {
+			return false
+		}
+		at := from + i
+		if at == 0 || !strings.ContainsRune("0123456789.", rune(s[at-1])) {
+			return true
+		}
+		from = at + 1
+	}
+}
+
+// numberPattern finds the numbers in a read-back.
+var numberPattern = regexp.MustCompile(`[-+]?[0-9]+(?:\.[0-9]+)?`)
 
 func normalize(s string) string {
 	return strings.ToLower(strings.Join(strings.Fields(s), ""))

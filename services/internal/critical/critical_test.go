@@ -276,6 +276,14 @@ func TestMatches(t *testing.T) {
 		{"mmol/L", "2.1 mmol/L", false},
 		{"", "2.1 mmol/L", false},
 		{"大面积脑梗死", "大面积 脑梗死", true},
+		{"血钾 6.8 mmol/L", "6.8 mmol/L", true},
+		{"血钾 6.8", "6.8 mmol/L", true},
+		{"血钾 6.5", "6.8 mmol/L", false},
+		{"6.5 还是 6.8", "6.8 mmol/L", false},
+		{"16.8", "6.8 mmol/L", false},
+		{"血钾 16.8 mmol/L", "6.8 mmol/L", false},
+		{"白细胞 1.2 10^9/L", "1.2 10^9/L", true},
+		{"脑梗死", "大面积脑梗死", false},
 	} {
 		if got := critical.Matches(tt.readBack, tt.value); got != tt.want {
 			t.Errorf("Matches(%q, %q) = %v", tt.readBack, tt.value, got)

@@ -27,14 +27,7 @@ import (
 // restarts it on the same data directory and checks that every write it
 // acknowledged is there, with its event.
 func TestAcknowledgedWritesSurviveSIGKILL(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the mcc binary")
-	}
-	bin := filepath.Join(t.TempDir(), "mcc")
-	build := exec.Command("go", "build", "-o", bin, "github.com/countymcc/mcc/services/cmd/mcc")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildMCC(t)
 	dir := t.TempDir()
 
 	proc, addr := startProcess(t, bin, dir)
@@ -147,11 +140,27 @@ func TestAcknowledgedWritesSurviveSIGKILL(t *testing.T) {
 	t.Logf("%d writes acknowledged before SIGKILL, %d stored after restart", len(acked), len(stored))
 }
 
-// startProcess starts the mcc binary on ephemeral ports and returns it with
-// its gRPC address, read from its "mcc started" log line.
-func startProcess(t *testing.T, bin, dataDir string) (*exec.Cmd, string) {
+// buildMCC builds the mcc binary into a temporary directory, or skips in
+// -short mode.
+func buildMCC(t *testing.T) string {
 	t.Helper()
-	cmd := exec.Command(bin, "-data-dir="+dataDir, "-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0")
+	if testing.Short() {
+		t.Skip("builds and runs the mcc binary")
+	}
+	bin := filepath.Join(t.TempDir(), "mcc")
+	build := exec.Command("go", "build", "-o", bin, "github.com/countymcc/mcc/services/cmd/mcc")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startProcess starts the mcc binary on ephemeral ports, with extra
+// flags, and returns it with its gRPC address, read from its "mcc started"
+// log line.
+func startProcess(t *testing.T, bin, dataDir string, extra ...string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"-data-dir=" + dataDir, "-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0"}, extra...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -290,7 +290,7 @@ func (s *system) do(t *testing.T, method, path, token, body string) response {
 
 // token issues a token signed with the system's key; a negative ttl makes an
 // expired one.
-func (s *system) token(t *testing.T, community, facility string, ttl time.Duration, roles ...typev1.Role) string {
+func (s *system) token(t testing.TB, community, facility string, ttl time.Duration, roles ...typev1.Role) string {
 	t.Helper()
 	var c clock.Clock = clock.System{}
 	if s.clock != nil {

@@ -106,17 +106,6 @@ func actions(t *testing.T, r response) []string {
 	return out
 }
 
-// eventually polls check until it holds or ten seconds pass.
-func eventually(t *testing.T, what string, check func() bool) {
-	t.Helper()
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		if check() {
-			return
-		}
-	}
-	t.Fatalf("%s did not happen within 10 s", what)
-}
-
 // TestReferralOverREST plays the issue's "done when": an up-referral
 // accepted, arrived and completed; a rejected one; a green channel entered
 // afterwards; a down-referral with three follow-up tasks, one missed and
@@ -215,7 +204,7 @@ func testReferralOverREST(t *testing.T, sys *system) {
 		}
 		// The phone call was due on arrival and the grace period is zero
 		// here: the deadline scanner reports it missed.
-		eventually(t, "the missed report", func() bool {
+		eventually(t, 10*time.Second, "the missed report", func() bool {
 			missed := sys.do(t, "GET", "/v1/referrals/-/followUps?state=STATE_MISSED", dls, "").want(t, 200)
 			return missed.str(t, "followUps.0.name") == name+"/followUps/01"
 		})
@@ -347,7 +336,7 @@ func TestReferralCodeExpiresOverREST(t *testing.T) {
 	c := newCounty(t, sys)
 	r := c.inState(t, referralv1.Referral_STATE_ACCEPTED)
 	name, code := r.str(t, "referral.name"), r.str(t, "referral.triage.referralCode")
-	eventually(t, "the expiry", func() bool {
+	eventually(t, 10*time.Second, "the expiry", func() bool {
 		return sys.do(t, "GET", "/v1/"+name, c.dls(t), "").want(t, 200).str(t, "referral.state") == "STATE_EXPIRED"
 	})
 	c.act(t, name, "arrive", c.qrmyy(t), fmt.Sprintf(`{"referralCode":%q}`, code)).want(t, 400)

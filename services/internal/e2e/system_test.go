@@ -37,25 +37,36 @@ func backends() []backend {
 // with its data directory in a temporary directory, until the test ends.
 func start(t *testing.T, extra ...string) *system {
 	t.Helper()
-	return startOn(t, t.TempDir(), nil, extra...)
+	sys, _ := startOn(t, t.TempDir(), nil, extra...)
+	return sys
 }
 
 // startIn is start on a given data directory.
 func startIn(t *testing.T, dir string, extra ...string) *system {
 	t.Helper()
-	return startOn(t, dir, nil, extra...)
+	sys, _ := startOn(t, dir, nil, extra...)
+	return sys
 }
 
 // startAt is start with a clock the test moves. Tokens of the system are
 // then issued on that clock.
 func startAt(t *testing.T, clk *clock.Manual, extra ...string) *system {
 	t.Helper()
-	return startOn(t, t.TempDir(), clk, extra...)
+	sys, _ := startOn(t, t.TempDir(), clk, extra...)
+	return sys
+}
+
+// startStoppable is startIn that also returns a function to stop the
+// system before the test ends, for tests that restart it.
+func startStoppable(t testing.TB, dir string, extra ...string) (*system, func()) {
+	t.Helper()
+	return startOn(t, dir, nil, extra...)
 }
 
 // startOn runs mcc on the data directory dir with the clock clk (nil: the
-// real one).
-func startOn(t *testing.T, dir string, clk *clock.Manual, extra ...string) *system {
+// real one), and returns it with a function that stops it (it also stops
+// when the test ends).
+func startOn(t testing.TB, dir string, clk *clock.Manual, extra ...string) (*system, func()) {
 	t.Helper()
 	args := append([]string{"-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0", "-data-dir=" + dir}, extra...)
 	env := app.Env{Getenv: func(string) string { return "" }, Stdout: io.Discard, Stderr: io.Discard}
@@ -81,13 +92,17 @@ func startOn(t *testing.T, dir string, clk *clock.Manual, extra ...string) *syst
 	}
 	done := make(chan error, 1)
 	go func() { done <- sys.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("mcc stopped with %v", err)
-		}
-	})
-	return &system{url: "http://" + sys.HTTPAddr(), grpc: sys.GRPCAddr(), dataDir: dir, logs: logs, clock: clk}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("mcc stopped with %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &system{url: "http://" + sys.HTTPAddr(), grpc: sys.GRPCAddr(), dataDir: dir, logs: logs, clock: clk}, stop
 }
 
 // logBuffer collects the system's logs for the tests to search.

@@ -266,12 +266,19 @@ func (f *Feed) decode(c auth.Caller, p store.Partition, r store.Event) (*typev1.
 	if err := proto.Unmarshal(r.Data, ev); err != nil {
 		return nil, false, fmt.Errorf("decode event %d: %w", r.Seq, err)
 	}
-	if !c.SeesCommunity() && !slices.Contains(ev.GetFacilities(), c.Facility) {
+	if !Visible(c, ev) {
 		return nil, false, nil
 	}
 	ev.Id = fmt.Sprintf("%s/%s/%d", f.service, p, r.Seq)
 	ev.Cursor = f.cursor(p, r.Seq)
 	return ev, true, nil
+}
+
+// Visible reports whether c may see ev: administrators and services see
+// every event of their community, others the events that concern their
+// facility. The feed service applies the same rule to what it merges.
+func Visible(c auth.Caller, ev *typev1.Event) bool {
+	return c.SeesCommunity() || slices.Contains(ev.GetFacilities(), c.Facility)
 }
 
 // cursor encodes a position in the feed. It names the service and community

@@ -1,0 +1,220 @@
+// Package feed is the facility feed: one place where a township health
+// center, a county system or an integrator learns everything that concerns
+// its facility, merged from the change feeds of every MCC service, by
+// long-polling or streaming (Poll, Watch) or through signed webhooks.
+//
+// The feed keeps no copy of the events. Its cursor is the composite of the
+// cursors of every service's own feed, bound to one community and facility,
+// so it stays valid across restarts of any process, and retention is the
+// services' own: an expired cursor is an error, never a silent gap. The
+// services are found generically, as every registered mcc.<name>.v1 service
+// with ListEvents and WatchEvents, and read over their peer connections as
+// the service role; the feed applies each event's facility rule itself
+// (events.Visible), exactly as the services' own feeds do.
+package feed
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	feedv1 "github.com/countymcc/mcc/proto/mcc/feed/v1"
+	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
+	"github.com/countymcc/mcc/services/internal/platform/apierr"
+	"github.com/countymcc/mcc/services/internal/platform/auth"
+	"github.com/countymcc/mcc/services/internal/platform/clock"
+	"github.com/countymcc/mcc/services/internal/platform/events"
+	"github.com/countymcc/mcc/services/internal/platform/peer"
+	"github.com/countymcc/mcc/services/internal/platform/pii"
+	"github.com/countymcc/mcc/services/internal/store"
+)
+
+// Name is the service's target name and store name.
+const Name = "feed"
+
+// Service implements feedv1.FeedServiceServer.
+type Service struct {
+	feedv1.UnimplementedFeedServiceServer
+
+	store     store.Store
+	clock     clock.Clock
+	peers     *peer.Peers
+	pii       *pii.Protector
+	logger    *slog.Logger
+	cfg       Config
+	retention time.Duration
+	feed      *events.Feed
+
+	sources []*source
+	hub     *hub
+	stop    context.CancelFunc
+	webhook *deliverer
+	// kick wakes the dispatcher when a subscription changes here.
+	kick chan struct{}
+}
+
+var _ feedv1.FeedServiceServer = (*Service)(nil)
+
+// Deps are what the feed service is built from.
+type Deps struct {
+	Store  store.Store
+	Clock  clock.Clock
+	Peers  *peer.Peers
+	PII    *pii.Protector
+	Logger *slog.Logger
+	// Retention is how long the services keep their events
+	// (-events.retention), for the CURSOR_EXPIRED message.
+	Retention time.Duration
+}
+
+// New returns the feed service. Its sources are the services registered in
+// the process's proto registry that d.Peers has a connection to.
+func New(d Deps, cfg Config) (*Service, error) {
+	deliver, err := newDeliverer(cfg, d.Clock)
+	if err != nil {
+		return nil, err
+	}
+	lifetime, stop := context.WithCancel(context.Background())
+	s := &Service{
+		store: d.Store, clock: d.Clock, peers: d.Peers, pii: d.PII, logger: d.Logger, cfg: cfg,
+		retention: d.Retention, feed: events.NewFeed(d.Store, Name), stop: stop, webhook: deliver,
+		kick: make(chan struct{}, 1),
+	}
+	var missing []string
+	s.sources, missing = discover(protoregistry.GlobalFiles, d.Peers)
+	if len(missing) > 0 {
+		d.Logger.Info("feed: services without a connection are left out of the feed; their cursor positions are kept", "services", missing)
+	}
+	s.hub = newHub(lifetime, d.Peers.AsService, cfg.CacheEvents, cfg.CacheIdle, d.Logger)
+	go s.hub.sweep()
+	return s, nil
+}
+
+// Register adds the service to a gRPC server.
+func (s *Service) Register(srv *grpc.Server) {
+	feedv1.RegisterFeedServiceServer(srv, s)
+}
+
+// Policy opens every method to every role of the community. Reading the
+// feed is what each facility does; a webhook delivers to its URL nothing
+// more than the same token could read from the feed, and a subscription an
+// administrator made (community-wide) can only be changed by an
+// administrator.
+func Policy() auth.Policy {
+	const svc = "/" + "mcc.feed.v1.FeedService/"
+	everyone := auth.AnyRole()
+	p := auth.Policy{}
+	for _, m := range []string{
+		"Poll", "Watch", "CreateSubscription", "GetSubscription", "ListSubscriptions", "UpdateSubscription",
+		"DeleteSubscription", "ListDeliveries", "RedeliverEvents", "ListEvents", "WatchEvents",
+	} {
+		p[svc+m] = everyone
+	}
+	return p
+}
+
+// Run delivers webhooks until ctx ends, then stops following the services.
+func (s *Service) Run(ctx context.Context) error {
+	defer s.stop()
+	return s.dispatch(ctx)
+}
+
+// caller returns the authenticated caller.
+func caller(ctx context.Context) (auth.Caller, error) {
+	c, ok := auth.CallerFrom(ctx)
+	if !ok {
+		return auth.Caller{}, apierr.ErrUnauthenticated
+	}
+	return c, nil
+}
+
+// pageDefault and pageMax bound the events of one Poll.
+const (
+	pageDefault = 100
+	pageMax     = 1000
+)
+
+// waitMargin is kept between the end of a long poll and the call's
+// deadline, so the answer arrives before the deadline cuts the call.
+const waitMargin = 500 * time.Millisecond
+
+// Poll returns the next events of the caller's feed, waiting for one if
+// there is none yet.
+func (s *Service) Poll(ctx context.Context, req *feedv1.PollRequest) (*feedv1.PollResponse, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pos, err := callerPosition(req.GetAfter(), "after", c)
+	if err != nil {
+		return nil, err
+	}
+	wait := req.GetWait().AsDuration()
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl)-waitMargin)
+	}
+	size := pageDefault
+	if req.GetPageSize() > 0 {
+		size = min(int(req.GetPageSize()), pageMax)
+	}
+	b, err := s.next(ctx, view{caller: c}, pos, size, wait)
+	if err != nil {
+		return nil, err
+	}
+	return &feedv1.PollResponse{Events: b.events, NextCursor: b.next.encode(), UnavailableSources: b.unavailable}, nil
+}
+
+// watchWait is how long one round of Watch waits before it reads again.
+const watchWait = 30 * time.Second
+
+// Watch streams the caller's feed: the backlog, then each new event.
+func (s *Service) Watch(req *feedv1.WatchRequest, stream grpc.ServerStreamingServer[feedv1.WatchResponse]) error {
+	ctx := stream.Context()
+	c, err := caller(ctx)
+	if err != nil {
+		return err
+	}
+	pos, err := callerPosition(req.GetAfter(), "after", c)
+	if err != nil {
+		return err
+	}
+	for {
+		b, err := s.next(ctx, view{caller: c}, pos, pageMax, watchWait)
+		if err != nil {
+			return err
+		}
+		for _, ev := range b.events {
+			if err := stream.Send(&feedv1.WatchResponse{Event: ev}); err != nil {
+				return err
+			}
+		}
+		pos = b.next
+	}
+}
+
+// ListEvents returns a page of the feed service's own change feed.
+func (s *Service) ListEvents(ctx context.Context, req *feedv1.ListEventsRequest) (*feedv1.ListEventsResponse, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	evs, next, err := s.feed.List(ctx, c, req.GetAfter(), req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	return &feedv1.ListEventsResponse{Events: evs, NextCursor: next}, nil
+}
+
+// WatchEvents streams the feed service's own change feed.
+func (s *Service) WatchEvents(req *feedv1.WatchEventsRequest, stream grpc.ServerStreamingServer[feedv1.WatchEventsResponse]) error {
+	c, err := caller(stream.Context())
+	if err != nil {
+		return err
+	}
+	return s.feed.Watch(stream.Context(), c, req.GetAfter(), func(ev *typev1.Event) error {
+		return stream.Send(&feedv1.WatchEventsResponse{Event: ev})
+	})
+}
