@@ -173,6 +173,9 @@ func New(ctx context.Context, endpoints Endpoints, opts ...Option) (http.Handler
 		w.Write(openapi.Document)
 	})
 	serveDocs(root)
+	if conn, ok := conns["directory"]; ok {
+		serveOAuth(root, conn)
+	}
 	root.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

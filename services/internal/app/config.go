@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/countymcc/mcc/services/internal/directory"
 	"github.com/countymcc/mcc/services/internal/feed"
 	"github.com/countymcc/mcc/services/internal/lab"
 	"github.com/countymcc/mcc/services/internal/platform/server"
@@ -34,7 +35,12 @@ type Config struct {
 	// file in DataDir.
 	SigningKey string
 	PIIKey     string
-	Server     server.Config
+	// Clients sets the OAuth2 client-credentials grant.
+	Clients directory.ClientConfig
+	// RevocationPoll is how often every process refreshes the revoked
+	// tokens and clients from the directory.
+	RevocationPoll time.Duration
+	Server         server.Config
 	// Addrs are the gRPC addresses of services running in other processes,
 	// by service name (-directory.addr, ...).
 	Addrs        map[string]*string
@@ -86,6 +92,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Redis.WaitTimeout, "redis.wait-timeout", time.Second, "longest wait for -redis.wait-replicas acknowledgements")
 	fs.StringVar(&c.SigningKey, "auth.signing-key", "", "Ed25519 token signing key (PEM); default <data-dir>/signing.key, created on first start")
 	fs.StringVar(&c.PIIKey, "pii.key", "", "key for encrypting and hashing patient identifiers (PEM); default <data-dir>/pii.key, created on first start")
+	c.Clients.RegisterFlags(fs)
+	fs.DurationVar(&c.RevocationPoll, "auth.revocation-poll", 2*time.Second, "how often each process refreshes revoked tokens and clients from the directory")
 	c.Server.RegisterFlags(fs)
 	c.Addrs = map[string]*string{}
 	for _, t := range serviceTargets() {
@@ -145,6 +153,12 @@ func (c *Config) validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, errors.New("-gateway.max-body-bytes: must be positive"))
+	}
+	if err := c.Clients.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.RevocationPoll <= 0 {
+		errs = append(errs, errors.New("-auth.revocation-poll: must be positive"))
 	}
 	if c.EventRetention < time.Hour {
 		errs = append(errs, errors.New("-events.retention: must be at least 1h"))

@@ -28,6 +28,7 @@ import (
 
 	"github.com/countymcc/mcc/gateway"
 	"github.com/countymcc/mcc/services/internal/admin"
+	"github.com/countymcc/mcc/services/internal/directory"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/events"
@@ -162,6 +163,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 			clock:  opts.Clock,
 			logger: logger.With("service", t.name),
 			peers:  peer.New(t.name, keys, opts.Clock, s.peers),
+			keys:   keys,
 		}, &cfg)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", t.name, err)
@@ -180,6 +182,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 			TracerProvider: s.tracer,
 			Metrics:        metrics,
 			Lifetime:       lifetime,
+			Revocations:    s.revocations(keys, opts.Clock),
 		})
 		if err != nil {
 			return nil, err
@@ -272,6 +275,25 @@ func (s *System) openStore(ctx context.Context, service string) (store.Store, er
 	}
 	s.stores = append(s.stores, st)
 	return st, nil
+}
+
+// revocations returns the list of revoked tokens the process's services
+// refuse, kept fresh from the directory in the background. Without a
+// directory address there is nothing to poll, and nothing is revoked.
+func (s *System) revocations(keys *auth.Keys, clk clock.Clock) auth.Revocations {
+	conn, ok := s.peers[directory.Name]
+	if !ok {
+		return nil
+	}
+	list := &auth.RevocationList{}
+	self := peer.New("mcc", keys, clk, s.peers)
+	asService := func(ctx context.Context) (context.Context, error) {
+		return self.AsService(ctx, string(directory.SystemPartition))
+	}
+	s.runners = append(s.runners, runFunc(func(ctx context.Context) error {
+		return directory.PollRevocations(ctx, conn, asService, list, s.cfg.RevocationPoll, s.logger)
+	}))
+	return list
 }
 
 // addresses are the gRPC addresses of every service, for the gateway and

@@ -28,12 +28,19 @@ type deps struct {
 	clock  clock.Clock
 	logger *slog.Logger
 	peers  *peer.Peers
+	keys   *auth.Keys
 }
 
 // registrar is a built service, ready to be added to the gRPC server.
 type registrar interface {
 	Register(*grpc.Server)
 }
+
+// runFunc is background work as a runner.
+type runFunc func(ctx context.Context) error
+
+// Run runs f.
+func (f runFunc) Run(ctx context.Context) error { return f(ctx) }
 
 // runner is a service with background work (firing its deadlines), which
 // runs until the context ends.
@@ -54,8 +61,8 @@ type serviceTarget struct {
 // line here and its handler in the gateway.
 func serviceTargets() []serviceTarget {
 	return []serviceTarget{
-		{name: directory.Name, policy: directory.Policy, build: func(d deps, _ *Config) (registrar, error) {
-			return directory.New(d.store, d.pii, d.clock), nil
+		{name: directory.Name, policy: directory.Policy, build: func(d deps, c *Config) (registrar, error) {
+			return directory.New(d.store, d.pii, d.clock, directory.WithClients(d.keys, c.Clients)), nil
 		}},
 		{name: lab.Name, policy: lab.Policy, build: func(d deps, c *Config) (registrar, error) {
 			return lab.New(d.store, d.clock, d.peers, d.logger, c.Lab)

@@ -31,14 +31,21 @@ type Service struct {
 	pii   *pii.Protector
 	clock clock.Clock
 	feed  *events.Feed
+	// keys and clientCfg are set by WithClients.
+	keys      *auth.Keys
+	clientCfg ClientConfig
 }
 
 var _ directoryv1.DirectoryServiceServer = (*Service)(nil)
 
 // New returns the directory service on s. Patient identifiers are sealed
 // and hashed with p.
-func New(s store.Store, p *pii.Protector, clk clock.Clock) *Service {
-	return &Service{store: s, pii: p, clock: clk, feed: events.NewFeed(s, Name)}
+func New(s store.Store, p *pii.Protector, clk clock.Clock, opts ...Option) *Service {
+	svc := &Service{store: s, pii: p, clock: clk, feed: events.NewFeed(s, Name)}
+	for _, o := range opts {
+		o(svc)
+	}
+	return svc
 }
 
 // Register adds the service to a gRPC server.
@@ -73,6 +80,14 @@ func Policy() auth.Policy {
 		svc + "ListPatients":       careRoles,
 		svc + "ListEvents":         everyone,
 		svc + "WatchEvents":        everyone,
+		svc + "CreateClient":       admin,
+		svc + "GetClient":          admin,
+		svc + "ListClients":        admin,
+		svc + "RevokeClient":       admin,
+		// IssueToken is how a client gets its first token: it needs none.
+		svc + "IssueToken":      nil,
+		svc + "RevokeToken":     everyone,
+		svc + "ListRevocations": {typev1.Role_ROLE_SERVICE},
 	}
 }
 

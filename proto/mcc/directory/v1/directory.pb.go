@@ -2256,7 +2256,7 @@ type CreateClientResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Client is the registered client.
 	Client *Client `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
-	// ClientId is what the client sends as `client_id`.
+	// ClientId is what the client sends as `client_id`: `<id>@<community>`.
 	ClientId string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	// ClientSecret is what the client sends as `client_secret`. It is shown
 	// only in this response.
@@ -3255,7 +3255,7 @@ const file_mcc_directory_v1_directory_proto_rawDesc = "" +
 	"\n" +
 	"grant_type\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\n" +
 	"\x12client_credentialsR\tgrantType\x12U\n" +
-	"\tclient_id\x18\x02 \x01(\tB8\xbaH5r321^[A-Za-z0-9][A-Za-z0-9._-]{0,63}:[a-z0-9-]{1,64}$R\bclientId\x12/\n" +
+	"\tclient_id\x18\x02 \x01(\tB8\xbaH5r321^[a-z0-9-]{1,64}@[A-Za-z0-9][A-Za-z0-9._-]{0,63}$R\bclientId\x12/\n" +
 	"\rclient_secret\x18\x03 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x02R\fclientSecret\x12\x1e\n" +
 	"\x05scope\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\x05scope\"\x8b\x01\n" +

@@ -30,7 +30,7 @@ type Caller struct {
 	// TokenID is the token's jti, for audit and revocation.
 	TokenID string
 	// ClientID is set for the tokens of OAuth2 clients (integrator
-	// systems): `<community>:<id>`.
+	// systems): `<id>@<community>`.
 	ClientID string
 	// Scopes limit a client token to some services and to reading or
 	// writing (`lab.read`, `referral.write`, `*`). Tokens without scopes

@@ -28,6 +28,10 @@ const (
 	Audience = "mcc"
 )
 
+// SystemCommunity is the partition of what spans communities (the
+// revocations). Only MCC's own services may name it in a token.
+const SystemCommunity = "mcc-system"
+
 // signingKeyType is the PEM block type of the signing key file (PKCS #8, as
 // openssl writes it).
 const signingKeyType = "PRIVATE KEY"
@@ -184,6 +188,9 @@ func (k *Keys) check(token string, checkTime bool) (Caller, error) {
 			return Caller{}, fmt.Errorf("%w: %v", apierr.ErrUnauthenticated, err)
 		}
 		c.Roles = append(c.Roles, role)
+	}
+	if c.Community == SystemCommunity && !c.Has(typev1.Role_ROLE_SERVICE) {
+		return Caller{}, fmt.Errorf("%w: %s is not a community", apierr.ErrUnauthenticated, SystemCommunity)
 	}
 	return c, nil
 }

@@ -147,3 +147,65 @@ func TestParseRole(t *testing.T) {
 		}
 	}
 }
+
+func TestSystemCommunityIsForServices(t *testing.T) {
+	keys, _ := newKeys(t, clock.NewManual(now))
+	person, _ := keys.Issue(Caller{Subject: "x", Community: SystemCommunity, Facility: "facilities/a", Roles: []typev1.Role{typev1.Role_ROLE_ADMIN}}, time.Hour)
+	if _, err := keys.Verify(person); !errors.Is(err, apierr.ErrUnauthenticated) {
+		t.Errorf("a person's token for %s: %v", SystemCommunity, err)
+	}
+	svc, _ := keys.Issue(ServiceCaller(SystemCommunity, "facilities/mcc-system", "lab"), time.Hour)
+	if _, err := keys.Verify(svc); err != nil {
+		t.Errorf("a service token for %s: %v", SystemCommunity, err)
+	}
+}
+
+func TestClientClaimsRoundTrip(t *testing.T) {
+	keys, _ := newKeys(t, clock.NewManual(now))
+	tok, _ := keys.Issue(Caller{Subject: "clients/1", Community: "urad", Facility: "facilities/dls", Roles: []typev1.Role{typev1.Role_ROLE_CLINICIAN}, ClientID: "1@urad", Scopes: []string{"lab.read", "lab.write"}}, time.Hour)
+	c, err := keys.Verify(tok)
+	if err != nil || c.ClientID != "1@urad" || len(c.Scopes) != 2 || !c.IssuedAt.Equal(now) {
+		t.Errorf("verified %+v, %v", c, err)
+	}
+}
+
+func TestScope(t *testing.T) {
+	for method, want := range map[string]string{
+		"/mcc.lab.v1.LabService/GetOrder":                         "lab.read",
+		"/mcc.lab.v1.LabService/ListOrders":                       "lab.read",
+		"/mcc.lab.v1.LabService/CreateOrder":                      "lab.write",
+		"/mcc.recognition.v1.RecognitionService/CheckRecognition": "recognition.read",
+		"/mcc.feed.v1.FeedService/Poll":                           "feed.read",
+		"/mcc.referral.v1.ReferralService/AcceptReferral":         "referral.write",
+	} {
+		if got := Scope(method); got != want {
+			t.Errorf("Scope(%s) = %s, want %s", method, got, want)
+		}
+	}
+}
+
+func TestRevocationList(t *testing.T) {
+	var l RevocationList
+	c := Caller{Community: "urad", TokenID: "t1", ClientID: "c1@urad", IssuedAt: now}
+	if l.Revoked(c) {
+		t.Fatal("revoked by an empty list")
+	}
+	l.Replace(map[string]time.Time{"c1@urad": now.Add(time.Minute)}, nil)
+	if !l.Revoked(c) {
+		t.Error("a token issued before its client was revoked is accepted")
+	}
+	later := c
+	later.IssuedAt = now.Add(2 * time.Minute)
+	if l.Revoked(later) {
+		t.Error("a token issued after the revocation is refused (the client would have no token at all to get it)")
+	}
+	l.Replace(nil, map[string]bool{"urad/t1": true})
+	if !l.Revoked(c) {
+		t.Error("a revoked token ID is accepted")
+	}
+	other := c
+	other.Community = "elsewhere"
+	if l.Revoked(other) {
+		t.Error("a token ID of another community is refused")
+	}
+}

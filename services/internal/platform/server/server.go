@@ -54,9 +54,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // Deps are what the server needs from the rest of the process.
 type Deps struct {
-	Logger         *slog.Logger
-	Keys           *auth.Keys
-	Policy         auth.Policy
+	Logger *slog.Logger
+	Keys   *auth.Keys
+	Policy auth.Policy
+	// Revocations, if not nil, refuses revoked tokens.
+	Revocations    auth.Revocations
 	TracerProvider trace.TracerProvider
 	// Metrics, if not nil, records RED metrics per method. Register it with
 	// the process's Prometheus registry.
@@ -101,8 +103,8 @@ func New(cfg Config, d Deps) (*grpc.Server, *health.Server, error) {
 		apierr.StreamServerInterceptor(d.Logger),
 		endWith(d.Lifetime),
 	)
-	unary = append(unary, auth.UnaryServerInterceptors(d.Keys, d.Policy)...)
-	stream = append(stream, auth.StreamServerInterceptors(d.Keys, d.Policy)...)
+	unary = append(unary, auth.UnaryServerInterceptors(d.Keys, d.Policy, d.Revocations)...)
+	stream = append(stream, auth.StreamServerInterceptors(d.Keys, d.Policy, d.Revocations)...)
 	unary = append(unary, protovalidatemw.UnaryServerInterceptor(validator))
 	stream = append(stream, protovalidatemw.StreamServerInterceptor(validator))
 
