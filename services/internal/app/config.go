@@ -1,6 +1,7 @@
 package app
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"github.com/countymcc/mcc/services/internal/directory"
 	"github.com/countymcc/mcc/services/internal/feed"
 	"github.com/countymcc/mcc/services/internal/lab"
+	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/server"
 	"github.com/countymcc/mcc/services/internal/referral"
 	"github.com/countymcc/mcc/services/internal/sterilization"
@@ -34,7 +36,10 @@ type Config struct {
 	// SigningKey and PIIKey are key file paths; empty means the default
 	// file in DataDir.
 	SigningKey string
-	PIIKey     string
+	// PreviousKeys are signing keys replaced by a rotation whose tokens are
+	// still accepted, besides the signing-*.key files next to SigningKey.
+	PreviousKeys string
+	PIIKey       string
 	// Clients sets the OAuth2 client-credentials grant.
 	Clients directory.ClientConfig
 	// RevocationPoll is how often every process refreshes the revoked
@@ -91,6 +96,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Redis.WaitReplicas, "redis.wait-replicas", 0, "replicas that must acknowledge each write (Redis WAIT) before it is confirmed")
 	fs.DurationVar(&c.Redis.WaitTimeout, "redis.wait-timeout", time.Second, "longest wait for -redis.wait-replicas acknowledgements")
 	fs.StringVar(&c.SigningKey, "auth.signing-key", "", "Ed25519 token signing key (PEM); default <data-dir>/signing.key, created on first start")
+	fs.StringVar(&c.PreviousKeys, "auth.previous-keys", "", "comma list of previous signing key files whose tokens are still accepted (signing-*.key beside -auth.signing-key are found without it)")
 	fs.StringVar(&c.PIIKey, "pii.key", "", "key for encrypting and hashing patient identifiers (PEM); default <data-dir>/pii.key, created on first start")
 	c.Clients.RegisterFlags(fs)
 	fs.DurationVar(&c.RevocationPoll, "auth.revocation-poll", 2*time.Second, "how often each process refreshes revoked tokens and clients from the directory")
@@ -174,6 +180,20 @@ func (c *Config) signingKeyPath() string {
 		return c.SigningKey
 	}
 	return filepath.Join(c.DataDir, "signing.key")
+}
+
+// previousKeys loads the keys of -auth.previous-keys and the signing-*.key
+// files that `mcc keys rotate` left beside the signing key.
+func (c *Config) previousKeys() ([]ed25519.PublicKey, error) {
+	found, err := auth.PreviousKeyFiles(c.signingKeyPath())
+	if err != nil {
+		return nil, err
+	}
+	keys, err := auth.LoadPrevious(append(found, splitList(c.PreviousKeys)...))
+	if err != nil {
+		return nil, fmt.Errorf("-auth.previous-keys: %w", err)
+	}
+	return keys, nil
 }
 
 func (c *Config) piiKeyPath() string {

@@ -50,8 +50,12 @@ func runHealth(ctx context.Context, args []string, env Env) error {
 
 // runKeys creates the signing key and the PII key in a directory, if they
 // are not there yet, so an operator can put them into a Kubernetes Secret or
-// a shared volume before the first replica starts.
+// a shared volume before the first replica starts. `mcc keys rotate`
+// replaces the signing key.
 func runKeys(args []string, env Env) error {
+	if len(args) > 0 && args[0] == "rotate" {
+		return runRotate(args[1:], env)
+	}
 	var dir string
 	fs := newFlagSet("mcc keys", env)
 	fs.StringVar(&dir, "dir", "", "directory to create signing.key and pii.key in (required)")
@@ -87,4 +91,26 @@ func report(env Env, path string, created bool) {
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// runRotate replaces the signing key in a directory, keeping the old one as
+// signing-<kid>.key: tokens it signed are accepted until they expire, by
+// every process that has the file beside its signing key.
+func runRotate(args []string, env Env) error {
+	var dir string
+	fs := newFlagSet("mcc keys rotate", env)
+	fs.StringVar(&dir, "dir", "", "directory holding signing.key (required)")
+	if err := parse(fs, args, env); err != nil {
+		return err
+	}
+	if dir == "" {
+		return errors.New("-dir: required")
+	}
+	kept, err := auth.Rotate(filepath.Join(dir, "signing.key"))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "new signing key in %s; the old one is %s\n", filepath.Join(dir, "signing.key"), kept)
+	fmt.Fprintln(env.Stdout, "restart every replica with both files; delete the old one once the longest-lived token it signed has expired (mcc token -ttl allows 720h)")
+	return nil
 }

@@ -105,7 +105,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 	// A county's first start creates the keys in the data directory. In
 	// Redis mode every replica must share them, so they are created only
 	// when missing and the operator is warned to distribute them.
-	keys, created, err := auth.LoadKeys(cfg.signingKeyPath(), true, opts.Clock)
+	previous, err := cfg.previousKeys()
+	if err != nil {
+		return nil, err
+	}
+	keys, created, err := auth.LoadKeys(cfg.signingKeyPath(), true, opts.Clock, previous...)
 	if err != nil {
 		return nil, fmt.Errorf("-auth.signing-key: %w", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -70,8 +72,9 @@ func NewKeys(key ed25519.PrivateKey, clk clock.Clock, previous ...ed25519.Public
 }
 
 // LoadKeys reads the signing key at path. If the file does not exist and
-// create is true, it generates one; created reports that.
-func LoadKeys(path string, create bool, clk clock.Clock) (keys *Keys, created bool, err error) {
+// create is true, it generates one; created reports that. The returned keys
+// also accept tokens of the previous keys given.
+func LoadKeys(path string, create bool, clk clock.Clock, previous ...ed25519.PublicKey) (keys *Keys, created bool, err error) {
 	var gen func() ([]byte, error)
 	if create {
 		gen = func() ([]byte, error) {
@@ -94,7 +97,53 @@ func LoadKeys(path string, create bool, clk clock.Clock) (keys *Keys, created bo
 	if !ok {
 		return nil, false, fmt.Errorf("signing key %s: not an Ed25519 key", path)
 	}
-	return NewKeys(priv, clk), created, nil
+	return NewKeys(priv, clk, previous...), created, nil
+}
+
+// LoadPrevious reads previous signing keys (the PEM files rotation left
+// behind) and returns their public halves, to pass to NewKeys.
+func LoadPrevious(paths []string) ([]ed25519.PublicKey, error) {
+	var out []ed25519.PublicKey
+	for _, p := range paths {
+		der, _, err := keyfile.LoadOrCreate(p, signingKeyType, nil)
+		if err != nil {
+			return nil, fmt.Errorf("previous signing key: %w", err)
+		}
+		parsed, err := x509.ParsePKCS8PrivateKey(der)
+		if err != nil {
+			return nil, fmt.Errorf("previous signing key %s: %w", p, err)
+		}
+		priv, ok := parsed.(ed25519.PrivateKey)
+		if !ok {
+			return nil, fmt.Errorf("previous signing key %s: not an Ed25519 key", p)
+		}
+		out = append(out, priv.Public().(ed25519.PublicKey))
+	}
+	return out, nil
+}
+
+// Rotate replaces the signing key at path with a new one, and keeps the old
+// one beside it as signing-<kid>.key, where LoadKeys's callers find it to
+// go on accepting the tokens it signed. It returns the old key's file.
+func Rotate(path string) (string, error) {
+	old, _, err := LoadKeys(path, false, clock.System{})
+	if err != nil {
+		return "", err
+	}
+	kept := filepath.Join(filepath.Dir(path), "signing-"+old.kid+".key")
+	if err := os.Rename(path, kept); err != nil {
+		return "", fmt.Errorf("keep the old signing key: %w", err)
+	}
+	if _, _, err := LoadKeys(path, true, clock.System{}); err != nil {
+		return kept, err
+	}
+	return kept, nil
+}
+
+// PreviousKeyFiles lists the signing-*.key files beside the signing key at
+// path, which Rotate left there.
+func PreviousKeyFiles(path string) ([]string, error) {
+	return filepath.Glob(filepath.Join(filepath.Dir(path), "signing-*.key"))
 }
 
 // KeyID is the kid of a public key: the start of its SHA-256, base64url.
