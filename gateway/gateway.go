@@ -81,6 +81,8 @@ type options struct {
 	tracerProvider trace.TracerProvider
 	propagator     propagation.TextMapPropagator
 	metrics        http.Handler
+	limiter        Limiter
+	limitKey       KeyFunc
 }
 
 // Option configures New.
@@ -167,14 +169,14 @@ func New(ctx context.Context, endpoints Endpoints, opts ...Option) (http.Handler
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }),
 	)
 	root := http.NewServeMux()
-	root.Handle("/", stripForwarded(api))
+	root.Handle("/", rateLimit(o.limiter, o.limitKey, stripForwarded(api)))
 	root.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(openapi.Document)
 	})
 	serveDocs(root)
 	if conn, ok := conns["directory"]; ok {
-		serveOAuth(root, conn)
+		serveOAuth(root, conn, func(h http.Handler) http.Handler { return rateLimit(o.limiter, o.limitKey, h) })
 	}
 	root.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))

@@ -19,9 +19,9 @@ import (
 // the directory's IssueToken and RevokeToken: the token endpoint of the
 // client-credentials grant (RFC 6749 §4.4) and the revocation endpoint (RFC
 // 7009), form-encoded, with client credentials in the body or in HTTP Basic.
-func serveOAuth(mux *http.ServeMux, conn *grpc.ClientConn) {
+func serveOAuth(mux *http.ServeMux, conn *grpc.ClientConn, limit func(http.Handler) http.Handler) {
 	dir := directoryv1.NewDirectoryServiceClient(conn)
-	mux.Handle("POST /oauth2/token", limitBody(oauthMaxBody, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("POST /oauth2/token", limit(limitBody(oauthMaxBody, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := r.ParseForm(); err != nil {
 			oauthError(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
 			return
@@ -61,8 +61,8 @@ func serveOAuth(mux *http.ServeMux, conn *grpc.ClientConn) {
 			"expires_in":   resp.GetExpiresIn(),
 			"scope":        resp.GetScope(),
 		})
-	})))
-	mux.Handle("POST /oauth2/revoke", limitBody(oauthMaxBody, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	}))))
+	mux.Handle("POST /oauth2/revoke", limit(limitBody(oauthMaxBody, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := r.ParseForm(); err != nil || r.PostForm.Get("token") == "" {
 			oauthError(w, http.StatusBadRequest, "invalid_request", "the body must carry token=")
 			return
@@ -78,7 +78,7 @@ func serveOAuth(mux *http.ServeMux, conn *grpc.ClientConn) {
 			return
 		}
 		w.WriteHeader(http.StatusOK)
-	})))
+	}))))
 }
 
 // oauthMaxBody bounds an OAuth2 request: a few form fields and a token.

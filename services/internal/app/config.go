@@ -50,6 +50,10 @@ type Config struct {
 	// by service name (-directory.addr, ...).
 	Addrs        map[string]*string
 	MaxBodyBytes int64
+	// RateLimit is the calls per second each client may make through the
+	// gateway (0: no limit), in bursts of RateBurst.
+	RateLimit float64
+	RateBurst int
 	// EventRetention is how long change feeds keep events.
 	EventRetention  time.Duration
 	Feed            feed.Config
@@ -106,6 +110,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		c.Addrs[t.name] = fs.String(t.name+".addr", "", "gRPC address of the "+t.name+" service when it runs in another process")
 	}
 	fs.Int64Var(&c.MaxBodyBytes, "gateway.max-body-bytes", 4<<20, "largest REST request body accepted; larger ones get 413")
+	fs.Float64Var(&c.RateLimit, "gateway.rate-limit", 100, "calls per second each client (or address without a token) may make through the gateway; 0 turns the limit off")
+	fs.IntVar(&c.RateBurst, "gateway.rate-burst", 300, "calls a client may make at once above -gateway.rate-limit")
 	fs.DurationVar(&c.EventRetention, "events.retention", 30*24*time.Hour, "how long change feeds keep events; older cursors must resynchronize")
 	c.Feed.RegisterFlags(fs)
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "longest graceful shutdown before open calls are cut")
@@ -162,6 +168,9 @@ func (c *Config) validate() error {
 	}
 	if err := c.Clients.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.RateLimit < 0 || (c.RateLimit > 0 && c.RateBurst < 1) {
+		errs = append(errs, errors.New("-gateway.rate-limit, -gateway.rate-burst: the limit must be 0 or more, the burst at least 1"))
 	}
 	if c.RevocationPoll <= 0 {
 		errs = append(errs, errors.New("-auth.revocation-poll: must be positive"))

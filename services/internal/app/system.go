@@ -34,6 +34,7 @@ import (
 	"github.com/countymcc/mcc/services/internal/platform/events"
 	"github.com/countymcc/mcc/services/internal/platform/peer"
 	"github.com/countymcc/mcc/services/internal/platform/pii"
+	"github.com/countymcc/mcc/services/internal/platform/ratelimit"
 	"github.com/countymcc/mcc/services/internal/platform/server"
 	"github.com/countymcc/mcc/services/internal/platform/telemetry"
 	"github.com/countymcc/mcc/services/internal/store"
@@ -212,9 +213,17 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 		if s.grpcLis != nil {
 			endpoints[admin.Name] = dialAddr(s.grpcLis.Addr())
 		}
-		h, err := gateway.New(lifetime, endpoints, gateway.WithMaxBodyBytes(cfg.MaxBodyBytes),
+		limiter, err := s.limiter(ctx)
+		if err != nil {
+			return nil, err
+		}
+		gwOpts := []gateway.Option{gateway.WithMaxBodyBytes(cfg.MaxBodyBytes),
 			gateway.WithTracing(s.tracer, telemetry.Propagator()),
-			gateway.WithMetrics(metricsHandler))
+			gateway.WithMetrics(metricsHandler)}
+		if limiter != nil {
+			gwOpts = append(gwOpts, gateway.WithRateLimit(limiter, ratelimit.Key(keys)))
+		}
+		h, err := gateway.New(lifetime, endpoints, gwOpts...)
 		if err != nil {
 			return nil, err
 		}
@@ -251,22 +260,11 @@ func (s *System) openStore(ctx context.Context, service string) (store.Store, er
 		}
 		st = b
 	case "redis":
-		if s.redis == nil {
-			c, err := storeredis.Dial(ctx, storeredis.ClientConfig{
-				Addrs:          splitList(s.cfg.Redis.Addrs),
-				MasterName:     s.cfg.Redis.MasterName,
-				Cluster:        s.cfg.Redis.Cluster,
-				Username:       s.cfg.Redis.Username,
-				Password:       s.cfg.Redis.Password,
-				DB:             s.cfg.Redis.DB,
-				TracerProvider: s.tracer,
-			})
-			if err != nil {
-				return nil, fmt.Errorf("-redis-addr: %w", err)
-			}
-			s.redis = c
+		client, err := s.redisClient(ctx)
+		if err != nil {
+			return nil, err
 		}
-		r, err := storeredis.New(s.redis, storeredis.Options{
+		r, err := storeredis.New(client, storeredis.Options{
 			Prefix:       s.cfg.Redis.Prefix,
 			Service:      service,
 			WaitReplicas: s.cfg.Redis.WaitReplicas,
@@ -298,6 +296,44 @@ func (s *System) revocations(keys *auth.Keys, clk clock.Clock) auth.Revocations 
 		return directory.PollRevocations(ctx, conn, asService, list, s.cfg.RevocationPoll, s.logger)
 	}))
 	return list
+}
+
+// redisClient returns the process's one Redis client, dialling it the first
+// time.
+func (s *System) redisClient(ctx context.Context) (goredis.UniversalClient, error) {
+	if s.redis != nil {
+		return s.redis, nil
+	}
+	c, err := storeredis.Dial(ctx, storeredis.ClientConfig{
+		Addrs:          splitList(s.cfg.Redis.Addrs),
+		MasterName:     s.cfg.Redis.MasterName,
+		Cluster:        s.cfg.Redis.Cluster,
+		Username:       s.cfg.Redis.Username,
+		Password:       s.cfg.Redis.Password,
+		DB:             s.cfg.Redis.DB,
+		TracerProvider: s.tracer,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("-redis-addr: %w", err)
+	}
+	s.redis = c
+	return c, nil
+}
+
+// limiter returns the gateway's per-client rate limit: shared through Redis
+// in Redis mode, in memory otherwise; nil when -gateway.rate-limit is 0.
+func (s *System) limiter(ctx context.Context) (gateway.Limiter, error) {
+	if s.cfg.RateLimit == 0 {
+		return nil, nil
+	}
+	if s.cfg.Store != "redis" {
+		return ratelimit.NewMemory(s.cfg.RateLimit, s.cfg.RateBurst), nil
+	}
+	client, err := s.redisClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ratelimit.NewRedis(client, s.cfg.Redis.Prefix, s.cfg.RateLimit, s.cfg.RateBurst), nil
 }
 
 // addresses are the gRPC addresses of every service, for the gateway and

@@ -156,3 +156,23 @@ func TestClientCredentials(t *testing.T) {
 		sys.do(t, "POST", "/v1/clients", admin, `{"displayName":"x","facility":"facilities/dls","roles":["ROLE_ADMIN"],"scopes":["*"]}`).want(t, 400)
 	})
 }
+
+func TestRateLimit(t *testing.T) {
+	sys := start(t, "-gateway.rate-limit=1", "-gateway.rate-burst=3")
+	tok := sys.token(t, "demo", "qrmyy", time.Hour, typev1.Role_ROLE_ADMIN)
+	for range 3 {
+		sys.do(t, "GET", "/v1/facilities", tok, "").want(t, 200)
+	}
+	req, _ := http.NewRequest("GET", sys.url+"/v1/facilities", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("fourth call: %d, Retry-After %q; want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	// Another client has its own allowance.
+	sys.do(t, "GET", "/v1/facilities", sys.token(t, "demo", "dls", time.Hour, typev1.Role_ROLE_CLINICIAN), "").want(t, 200)
+}

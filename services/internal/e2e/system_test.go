@@ -68,7 +68,9 @@ func startStoppable(t testing.TB, dir string, extra ...string) (*system, func())
 // when the test ends).
 func startOn(t testing.TB, dir string, clk *clock.Manual, extra ...string) (*system, func()) {
 	t.Helper()
-	args := append([]string{"-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0", "-data-dir=" + dir}, extra...)
+	// The rate limit is off unless a test sets one: tests drive one
+	// client far faster than a clinic does.
+	args := append([]string{"-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0", "-data-dir=" + dir, "-gateway.rate-limit=0"}, extra...)
 	env := app.Env{Getenv: func(string) string { return "" }, Stdout: io.Discard, Stderr: io.Discard}
 	cfg, err := app.LoadConfig(args, env)
 	if err != nil {
