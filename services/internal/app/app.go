@@ -8,6 +8,8 @@
 //	mcc restore -in FILE -data-dir DIR           unpack a backup into an empty data directory
 //	mcc health [-addr host:port]                 exit 0 if a running mcc is serving
 //	mcc keys -dir DIR                            create the signing and PII keys
+//	mcc keys rotate -dir DIR                     replace the signing key, keeping the old one
+//	mcc certs -dir DIR                           make a local CA and certificates for TLS
 //	mcc feed tail -facility ID [flags]           print a facility's feed live
 package app
 
@@ -55,12 +57,14 @@ func run(ctx context.Context, args []string, env Env) error {
 			return runHealth(ctx, args[1:], env)
 		case "keys":
 			return runKeys(args[1:], env)
+		case "certs":
+			return runCerts(args[1:], env)
 		case "feed":
 			return runFeed(ctx, args[1:], env)
 		case "help":
 			args = []string{"-help"}
 		default:
-			return fmt.Errorf("unknown command %q (commands: token, seed, backup, restore, health, keys, feed; or flags to run the server)", args[0])
+			return fmt.Errorf("unknown command %q (commands: token, seed, backup, restore, health, keys, certs, feed; or flags to run the server)", args[0])
 		}
 	}
 	return runServer(ctx, args, env)

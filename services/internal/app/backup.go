@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	adminv1 "github.com/countymcc/mcc/proto/mcc/admin/v1"
@@ -25,9 +23,10 @@ import (
 // FILE.partial and renames it only when the archive is complete, so a file
 // named FILE is always a whole backup.
 func runBackup(ctx context.Context, args []string, env Env) error {
-	var addr, out, dataDir, signingKey, services string
+	var out, dataDir, signingKey, services string
+	var cf clientFlags
 	fs := newFlagSet("mcc backup", env)
-	fs.StringVar(&addr, "addr", "localhost:9090", "gRPC address of the running mcc")
+	cf.register(fs, "gRPC address of the running mcc")
 	fs.StringVar(&out, "out", "", "archive file to write (required)")
 	fs.StringVar(&dataDir, "data-dir", "./data", "data directory holding signing.key")
 	fs.StringVar(&signingKey, "auth.signing-key", "", "signing key file (default <data-dir>/signing.key)")
@@ -51,7 +50,7 @@ func runBackup(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := cf.dial()
 	if err != nil {
 		return err
 	}

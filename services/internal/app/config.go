@@ -16,6 +16,7 @@ import (
 	"github.com/countymcc/mcc/services/internal/lab"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/server"
+	"github.com/countymcc/mcc/services/internal/platform/transport"
 	"github.com/countymcc/mcc/services/internal/referral"
 	"github.com/countymcc/mcc/services/internal/sterilization"
 )
@@ -46,6 +47,9 @@ type Config struct {
 	// tokens and clients from the directory.
 	RevocationPoll time.Duration
 	Server         server.Config
+	// TLS turns on HTTPS and (mutual) TLS on gRPC when certificates are
+	// given.
+	TLS transport.Config
 	// Addrs are the gRPC addresses of services running in other processes,
 	// by service name (-directory.addr, ...).
 	Addrs        map[string]*string
@@ -105,6 +109,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Clients.RegisterFlags(fs)
 	fs.DurationVar(&c.RevocationPoll, "auth.revocation-poll", 2*time.Second, "how often each process refreshes revoked tokens and clients from the directory")
 	c.Server.RegisterFlags(fs)
+	c.TLS.RegisterFlags(fs)
 	c.Addrs = map[string]*string{}
 	for _, t := range serviceTargets() {
 		c.Addrs[t.name] = fs.String(t.name+".addr", "", "gRPC address of the "+t.name+" service when it runs in another process")
@@ -165,6 +170,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, errors.New("-gateway.max-body-bytes: must be positive"))
+	}
+	if err := c.TLS.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.Clients.Validate(); err != nil {
 		errs = append(errs, err)

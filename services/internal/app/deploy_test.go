@@ -103,7 +103,13 @@ func deployCopy(t *testing.T) string {
 	}
 	secrets := filepath.Join(dst, "k8s", "components", "common", "secrets")
 	os.RemoveAll(secrets)
-	if err := runKeys([]string{"-dir", secrets}, Env{Getenv: func(string) string { return "" }, Stdout: io.Discard, Stderr: io.Discard}); err != nil {
+	env := Env{Getenv: func(string) string { return "" }, Stdout: io.Discard, Stderr: io.Discard}
+	if err := runKeys([]string{"-dir", secrets}, env); err != nil {
+		t.Fatal(err)
+	}
+	tlsDir := filepath.Join(dst, "k8s", "components", "tls", "secrets")
+	os.RemoveAll(tlsDir)
+	if err := runCerts([]string{"-dir", tlsDir}, env); err != nil {
 		t.Fatal(err)
 	}
 	return dst
@@ -145,6 +151,17 @@ func TestKubernetesOverlays(t *testing.T) {
 					}
 				}
 			case "scaled":
+				// TLS is on, so every HTTP probe must speak HTTPS.
+				for _, obj := range objs {
+					if d, ok := obj.(*appsv1.Deployment); ok {
+						c := d.Spec.Template.Spec.Containers[0]
+						for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
+							if p != nil && p.HTTPGet != nil && p.HTTPGet.Scheme != corev1.URISchemeHTTPS {
+								t.Errorf("%s: an HTTP probe without HTTPS while TLS is on", d.Name)
+							}
+						}
+					}
+				}
 				for _, want := range targetNames() {
 					if !targets[want] {
 						t.Errorf("scaled has no Deployment for target %s", want)

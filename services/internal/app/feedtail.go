@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -28,14 +26,15 @@ func runFeed(ctx context.Context, args []string, env Env) error {
 		return errors.New(feedTailUsage)
 	}
 	var f tokenFlags
-	var addr, after string
+	var after string
+	var cf clientFlags
 	fs := newFlagSet("mcc feed tail", env)
 	fs.StringVar(&f.community, "community", "demo", "medical community ID")
 	fs.StringVar(&f.facility, "facility", "", "facility ID or resource name whose feed to print (required)")
 	fs.StringVar(&f.roles, "role", "clinician", "role of the token: admin prints the whole community's feed")
 	fs.StringVar(&f.dataDir, "data-dir", "./data", "data directory holding signing.key")
 	fs.StringVar(&f.signingKey, "auth.signing-key", "", "signing key file (default <data-dir>/signing.key)")
-	fs.StringVar(&addr, "addr", "localhost:9090", "gRPC address of the running mcc's feed service")
+	cf.register(fs, "gRPC address of the running mcc's feed service")
 	fs.StringVar(&after, "after", "", "feed cursor to start after (default: the oldest event kept)")
 	if err := parse(fs, args[1:], env); err != nil {
 		return err
@@ -44,7 +43,7 @@ func runFeed(ctx context.Context, args []string, env Env) error {
 		return errors.New("-facility: required; " + feedTailUsage)
 	}
 	f.subject, f.ttl = "cli:feed-tail", time.Hour
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := cf.dial()
 	if err != nil {
 		return err
 	}

@@ -6,31 +6,32 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/pii"
+	"github.com/countymcc/mcc/services/internal/platform/transport"
 )
 
 // runHealth checks a running mcc's gRPC health service and fails unless it
 // is serving. Container images have no shell or curl; this is their
 // healthcheck.
 func runHealth(ctx context.Context, args []string, env Env) error {
-	var addr, service string
+	var service string
 	var timeout time.Duration
+	var cf clientFlags
 	fs := newFlagSet("mcc health", env)
-	fs.StringVar(&addr, "addr", "localhost:9090", "gRPC address to check")
+	cf.register(fs, "gRPC address to check")
 	fs.StringVar(&service, "service", "", "service to check (default: the whole process)")
 	fs.DurationVar(&timeout, "timeout", 3*time.Second, "how long to wait for an answer")
 	if err := parse(fs, args, env); err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := cf.dial()
 	if err != nil {
 		return err
 	}
@@ -39,10 +40,10 @@ func runHealth(ctx context.Context, args []string, env Env) error {
 	defer cancel()
 	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
 	if err != nil {
-		return fmt.Errorf("health of %s: %w", addr, err)
+		return fmt.Errorf("health of %s: %w", cf.addr, err)
 	}
 	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		return fmt.Errorf("%s is %s", addr, resp.GetStatus())
+		return fmt.Errorf("%s is %s", cf.addr, resp.GetStatus())
 	}
 	fmt.Fprintln(env.Stdout, "serving")
 	return nil
@@ -113,4 +114,36 @@ func runRotate(args []string, env Env) error {
 	fmt.Fprintf(env.Stdout, "new signing key in %s; the old one is %s\n", filepath.Join(dir, "signing.key"), kept)
 	fmt.Fprintln(env.Stdout, "restart every replica with both files; delete the old one once the longest-lived token it signed has expired (mcc token -ttl allows 720h)")
 	return nil
+}
+
+// runCerts makes a local CA and one certificate for every MCC process, for
+// development and for a county without its own PKI.
+func runCerts(args []string, env Env) error {
+	var dir, hosts string
+	fs := newFlagSet("mcc certs", env)
+	fs.StringVar(&dir, "dir", "", "directory to write ca.pem, ca.key, mcc.pem and mcc.key in (required)")
+	fs.StringVar(&hosts, "hosts", strings.Join(defaultCertHosts(), ","), "comma list of DNS names and IP addresses the certificate is valid for")
+	if err := parse(fs, args, env); err != nil {
+		return err
+	}
+	if dir == "" {
+		return errors.New("-dir: required")
+	}
+	out, err := transport.WriteDevCerts(dir, splitList(hosts), time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "wrote %s, %s and %s (and ca.key: keep it off the servers)\n", out.CA, out.Cert, out.Key)
+	fmt.Fprintf(env.Stdout, "run mcc with -tls.cert=%s -tls.key=%s -tls.ca=%s\n", out.Cert, out.Key, out.CA)
+	return nil
+}
+
+// defaultCertHosts are the names an MCC process is reached by: loopback,
+// and each target's name in compose (lab) and Kubernetes (mcc-lab).
+func defaultCertHosts() []string {
+	hosts := []string{"localhost", "127.0.0.1", "::1", "mcc"}
+	for _, t := range targetNames() {
+		hosts = append(hosts, t, "mcc-"+t)
+	}
+	return hosts
 }

@@ -7,9 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -27,9 +25,10 @@ func runSeed(ctx context.Context, args []string, env Env) error {
 	if len(args) == 0 || args[0] != "demo" {
 		return errors.New("usage: mcc seed demo [-addr host:port] [-data-dir dir] [-community id]")
 	}
-	var addr, dataDir, signingKey, community string
+	var dataDir, signingKey, community string
+	var cf clientFlags
 	fs := newFlagSet("mcc seed demo", env)
-	fs.StringVar(&addr, "addr", "localhost:9090", "gRPC address of the running mcc")
+	cf.register(fs, "gRPC address of the running mcc")
 	fs.StringVar(&dataDir, "data-dir", "./data", "data directory holding signing.key")
 	fs.StringVar(&signingKey, "auth.signing-key", "", "signing key file (default <data-dir>/signing.key)")
 	fs.StringVar(&community, "community", "demo", "medical community ID to load the demo into")
@@ -43,7 +42,7 @@ func runSeed(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return fmt.Errorf("%w (is -data-dir the running mcc's?)", err)
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := cf.dial()
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,6 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -142,6 +141,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 			return nil, fmt.Errorf("-grpc-addr: %w", err)
 		}
 	}
+	serverTLS, err := cfg.TLS.ServerOption()
+	if err != nil {
+		return nil, err
+	}
 	if err := s.dialPeers(); err != nil {
 		return nil, err
 	}
@@ -188,6 +191,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 			Metrics:        metrics,
 			Lifetime:       lifetime,
 			Revocations:    s.revocations(keys, opts.Clock),
+			Transport:      serverTLS,
 		})
 		if err != nil {
 			return nil, err
@@ -217,7 +221,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 		if err != nil {
 			return nil, err
 		}
-		gwOpts := []gateway.Option{gateway.WithMaxBodyBytes(cfg.MaxBodyBytes),
+		creds, err := cfg.TLS.DialOption()
+		if err != nil {
+			return nil, err
+		}
+		gwOpts := []gateway.Option{gateway.WithMaxBodyBytes(cfg.MaxBodyBytes), gateway.WithDialOptions(creds),
 			gateway.WithTracing(s.tracer, telemetry.Propagator()),
 			gateway.WithMetrics(metricsHandler)}
 		if limiter != nil {
@@ -241,6 +249,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	if s.http.TLSConfig, err = cfg.TLS.HTTPConfig(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -362,10 +373,14 @@ func (s *System) addresses() map[string]string {
 // dialPeers opens the connections services use to call each other. They
 // connect lazily, on the first call.
 func (s *System) dialPeers() error {
+	creds, err := s.cfg.TLS.DialOption()
+	if err != nil {
+		return err
+	}
 	s.peers = map[string]*grpc.ClientConn{}
 	for name, addr := range s.addresses() {
 		conn, err := grpc.NewClient(addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			creds,
 			grpc.WithStatsHandler(otelgrpc.NewClientHandler(
 				otelgrpc.WithTracerProvider(s.tracer),
 				otelgrpc.WithPropagators(telemetry.Propagator()),
@@ -421,7 +436,11 @@ func (s *System) Run(ctx context.Context) error {
 		})
 	}
 	g.Go(func() error {
-		if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return s.http.Serve(s.httpLis) }
+		if s.http.TLSConfig != nil {
+			serve = func() error { return s.http.ServeTLS(s.httpLis, "", "") }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)
 		}
 		return nil

@@ -67,6 +67,8 @@ type Deps struct {
 	// end with it, so that a graceful stop does not wait for watchers that
 	// would never hang up by themselves.
 	Lifetime context.Context
+	// Transport holds the TLS options of the server (none: plaintext).
+	Transport []grpc.ServerOption
 }
 
 // New returns a gRPC server with every MCC interceptor, the health service
@@ -108,7 +110,7 @@ func New(cfg Config, d Deps) (*grpc.Server, *health.Server, error) {
 	unary = append(unary, protovalidatemw.UnaryServerInterceptor(validator))
 	stream = append(stream, protovalidatemw.StreamServerInterceptor(validator))
 
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(d.TracerProvider),
 			otelgrpc.WithPropagators(telemetry.Propagator()),
@@ -119,7 +121,7 @@ func New(cfg Config, d Deps) (*grpc.Server, *health.Server, error) {
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
-	)
+	}, d.Transport...)...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
