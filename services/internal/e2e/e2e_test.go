@@ -265,6 +265,12 @@ type system struct {
 
 func (s *system) do(t *testing.T, method, path, token, body string) response {
 	t.Helper()
+	return s.doHeaders(t, method, path, token, body)
+}
+
+// doHeaders is do with extra request headers.
+func (s *system) doHeaders(t *testing.T, method, path, token, body string, headers ...[2]string) response {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, s.url+path, bytes.NewBufferString(body))
@@ -276,6 +282,9 @@ func (s *system) do(t *testing.T, method, path, token, body string) response {
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for _, h := range headers {
+		req.Header.Set(h[0], h[1])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -3049,18 +3049,18 @@ var File_mcc_directory_v1_directory_proto protoreflect.FileDescriptor
 
 const file_mcc_directory_v1_directory_proto_rawDesc = "" +
 	"\n" +
-	" mcc/directory/v1/directory.proto\x12\x10mcc.directory.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17mcc/type/v1/event.proto\x1a\x1amcc/type/v1/identity.proto\"\xe4\x03\n" +
-	"\bFacility\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	" mcc/directory/v1/directory.proto\x12\x10mcc.directory.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmcc/type/v1/annotations.proto\x1a\x17mcc/type/v1/event.proto\x1a\x1amcc/type/v1/identity.proto\"\xfc\x03\n" +
+	"\bFacility\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x04name\x12.\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\x18\xc8\x01R\vdisplayName\x12:\n" +
-	"\x05level\x18\x03 \x01(\x0e2\x1a.mcc.type.v1.FacilityLevelB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05level\x12\x1c\n" +
-	"\tcommunity\x18\x04 \x01(\tR\tcommunity\x12C\n" +
+	"\x05level\x18\x03 \x01(\x0e2\x1a.mcc.type.v1.FacilityLevelB\b\xbaH\x05\x82\x01\x02\x10\x01R\x05level\x12\"\n" +
+	"\tcommunity\x18\x04 \x01(\tB\x04\xa0\xbb\x18\x01R\tcommunity\x12C\n" +
 	"\x06parent\x18\x05 \x01(\tB+\xbaH(r&2$^(facilities/[a-z][a-z0-9-]{1,62})?$R\x06parent\x12F\n" +
 	"\acenters\x18\x06 \x03(\v2\".mcc.directory.v1.CenterAssignmentB\b\xbaH\x05\x92\x01\x02\x10\x05R\acenters\x12\x16\n" +
-	"\x06active\x18\a \x01(\bR\x06active\x12;\n" +
-	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"\x06active\x18\a \x01(\bR\x06active\x12A\n" +
+	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
+	"createTime\x12A\n" +
+	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
 	"updateTime\x12\x1b\n" +
 	"\x04etag\x18\n" +
 	" \x01(\tB\a\xbaH\x04r\x02\x18@R\x04etag\"\x91\x01\n" +
@@ -3100,19 +3100,19 @@ const file_mcc_directory_v1_directory_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskBA\xbaH>\xe2\x01;\x12\fdisplay_name\x12\vdisplayName\x12\x05level\x12\x06parent\x12\acenters\x12\x06activeR\n" +
 	"updateMask\"P\n" +
 	"\x16UpdateFacilityResponse\x126\n" +
-	"\bfacility\x18\x01 \x01(\v2\x1a.mcc.directory.v1.FacilityR\bfacility\"\x89\x03\n" +
-	"\fPractitioner\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
+	"\bfacility\x18\x01 \x01(\v2\x1a.mcc.directory.v1.FacilityR\bfacility\"\x9b\x03\n" +
+	"\fPractitioner\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x04name\x12-\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\n" +
 	"\xbaH\a\xd8\x01\x01r\x02\x18dR\vdisplayName\x12G\n" +
 	"\bfacility\x18\x03 \x01(\tB+\xbaH(r&2$^(facilities/[a-z][a-z0-9-]{1,62})?$R\bfacility\x12>\n" +
 	"\x05roles\x18\x04 \x03(\x0e2\x11.mcc.type.v1.RoleB\x15\xbaH\x12\x92\x01\x0f\x10\n" +
 	"\x18\x01\"\t\x82\x01\x06\x10\x01 \x00 \n" +
 	"R\x05roles\x12\x16\n" +
-	"\x06active\x18\x05 \x01(\bR\x06active\x12;\n" +
-	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"\x06active\x18\x05 \x01(\bR\x06active\x12A\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
+	"createTime\x12A\n" +
+	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
 	"updateTime\x12\x1b\n" +
 	"\x04etag\x18\b \x01(\tB\a\xbaH\x04r\x02\x18@R\x04etag\"\xdb\x03\n" +
 	"\x19CreatePractitionerRequest\x12L\n" +
@@ -3200,23 +3200,23 @@ const file_mcc_directory_v1_directory_proto_rawDesc = "" +
 	"\x12WatchEventsRequest\x12\x1e\n" +
 	"\x05after\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x05after\"?\n" +
 	"\x13WatchEventsResponse\x12(\n" +
-	"\x05event\x18\x01 \x01(\v2\x12.mcc.type.v1.EventR\x05event\"\xe9\x04\n" +
-	"\x06Client\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	"\x05event\x18\x01 \x01(\v2\x12.mcc.type.v1.EventR\x05event\"\x8d\x05\n" +
+	"\x06Client\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x04name\x12.\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\x18\xc8\x01R\vdisplayName\x12G\n" +
 	"\bfacility\x18\x03 \x01(\tB+\xbaH(r&2$^(facilities/[a-z][a-z0-9-]{1,62})?$R\bfacility\x12@\n" +
 	"\x05roles\x18\x04 \x03(\x0e2\x11.mcc.type.v1.RoleB\x17\xbaH\x14\x92\x01\x11\x10\n" +
 	"\x18\x01\"\v\x82\x01\b\x10\x01 \x00 \b \n" +
 	"R\x05roles\x12H\n" +
-	"\x06scopes\x18\x05 \x03(\tB0\xbaH-\x92\x01*\x10 \x18\x01\"$r\"2 ^(\\*|[a-z]{2,32}\\.(read|write))$R\x06scopes\x124\n" +
-	"\x05state\x18\x06 \x01(\x0e2\x1e.mcc.directory.v1.Client.StateR\x05state\x12=\n" +
-	"\flocked_until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vlockedUntil\x12;\n" +
-	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x12\x12\n" +
+	"\x06scopes\x18\x05 \x03(\tB0\xbaH-\x92\x01*\x10 \x18\x01\"$r\"2 ^(\\*|[a-z]{2,32}\\.(read|write))$R\x06scopes\x12:\n" +
+	"\x05state\x18\x06 \x01(\x0e2\x1e.mcc.directory.v1.Client.StateB\x04\xa0\xbb\x18\x01R\x05state\x12C\n" +
+	"\flocked_until\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\vlockedUntil\x12A\n" +
+	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
+	"createTime\x12A\n" +
+	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
+	"updateTime\x12\x18\n" +
 	"\x04etag\x18\n" +
-	" \x01(\tR\x04etag\"C\n" +
+	" \x01(\tB\x04\xa0\xbb\x18\x01R\x04etag\"C\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fSTATE_ACTIVE\x10\x01\x12\x11\n" +

@@ -1666,7 +1666,7 @@ var File_mcc_feed_v1_feed_proto protoreflect.FileDescriptor
 
 const file_mcc_feed_v1_feed_proto_rawDesc = "" +
 	"\n" +
-	"\x16mcc/feed/v1/feed.proto\x12\vmcc.feed.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17mcc/type/v1/event.proto\"\x93\x01\n" +
+	"\x16mcc/feed/v1/feed.proto\x12\vmcc.feed.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmcc/type/v1/annotations.proto\x1a\x17mcc/type/v1/event.proto\"\x93\x01\n" +
 	"\vPollRequest\x12\x1e\n" +
 	"\x05after\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x05after\x12;\n" +
 	"\x04wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\f\xbaH\t\xaa\x01\x06\"\x02\b<2\x00R\x04wait\x12'\n" +
@@ -1680,18 +1680,18 @@ const file_mcc_feed_v1_feed_proto_rawDesc = "" +
 	"\fWatchRequest\x12\x1e\n" +
 	"\x05after\x18\x01 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x05after\"9\n" +
 	"\rWatchResponse\x12(\n" +
-	"\x05event\x18\x01 \x01(\v2\x12.mcc.type.v1.EventR\x05event\"\xd1\x03\n" +
+	"\x05event\x18\x01 \x01(\v2\x12.mcc.type.v1.EventR\x05event\"\xe3\x03\n" +
 	"\fSubscription\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
-	"\bfacility\x18\x02 \x01(\tR\bfacility\x12%\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\bfacility\x18\x02 \x01(\tB\x04\xa0\xbb\x18\x01R\bfacility\x12%\n" +
 	"\x0ecommunity_wide\x18\x03 \x01(\bR\rcommunityWide\x12\x1a\n" +
 	"\x03url\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x10R\x03url\x12]\n" +
 	"\vevent_types\x18\x05 \x03(\tB<\xbaH9\x92\x016\x102\x18\x01\"0r.2,^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)*(\\.\\*)?$R\n" +
 	"eventTypes\x12X\n" +
-	"\x12heartbeat_interval\x18\x06 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xa3\x052\x00R\x11heartbeatInterval\x12;\n" +
-	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"\x12heartbeat_interval\x18\x06 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xa3\x052\x00R\x11heartbeatInterval\x12A\n" +
+	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
+	"createTime\x12A\n" +
+	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
 	"updateTime\x12\x1b\n" +
 	"\x04etag\x18\t \x01(\tB\a\xbaH\x04r\x02\x18@R\x04etag\"\xd3\x02\n" +
 	"\x19CreateSubscriptionRequest\x12L\n" +

@@ -5415,9 +5415,9 @@ var File_mcc_lab_v1_lab_proto protoreflect.FileDescriptor
 const file_mcc_lab_v1_lab_proto_rawDesc = "" +
 	"\n" +
 	"\x14mcc/lab/v1/lab.proto\x12\n" +
-	"mcc.lab.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16mcc/type/v1/code.proto\x1a\x1amcc/type/v1/critical.proto\x1a\x17mcc/type/v1/event.proto\x1a\x1amcc/type/v1/identity.proto\x1a\x1amcc/type/v1/workflow.proto\"\xaa\a\n" +
-	"\x04Test\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
+	"mcc.lab.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmcc/type/v1/annotations.proto\x1a\x16mcc/type/v1/code.proto\x1a\x1amcc/type/v1/critical.proto\x1a\x17mcc/type/v1/event.proto\x1a\x1amcc/type/v1/identity.proto\x1a\x1amcc/type/v1/workflow.proto\"\xc2\a\n" +
+	"\x04Test\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x04name\x12%\n" +
 	"\x04code\x18\x02 \x01(\v2\x11.mcc.type.v1.CodeR\x04code\x12.\n" +
 	"\fdisplay_name\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\x18\xc8\x01R\vdisplayName\x12:\n" +
 	"\rspecimen_type\x18\x04 \x01(\tB\x15\xbaH\x12r\x102\x0e^[a-z_]{0,40}$R\fspecimenType\x12%\n" +
@@ -5434,12 +5434,12 @@ const file_mcc_lab_v1_lab_proto_rawDesc = "" +
 	"\tprice_fen\x18\r \x01(\x03B\f\xbaH\t\"\a\x18\x80\xc2\xd7/(\x00R\bpriceFen\x12\x1e\n" +
 	"\n" +
 	"recognized\x18\x0e \x01(\bR\n" +
-	"recognized\x12'\n" +
-	"\x0fcatalog_version\x18\x0f \x01(\x03R\x0ecatalogVersion\x12\x16\n" +
-	"\x06active\x18\x10 \x01(\bR\x06active\x12;\n" +
-	"\vcreate_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"recognized\x12-\n" +
+	"\x0fcatalog_version\x18\x0f \x01(\x03B\x04\xa0\xbb\x18\x01R\x0ecatalogVersion\x12\x16\n" +
+	"\x06active\x18\x10 \x01(\bR\x06active\x12A\n" +
+	"\vcreate_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
+	"createTime\x12A\n" +
+	"\vupdate_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
 	"updateTime\x12\x1b\n" +
 	"\x04etag\x18\x13 \x01(\tB\a\xbaH\x04r\x02\x18@R\x04etagB\x0f\n" +
 	"\r_critical_lowB\x10\n" +
@@ -5462,26 +5462,26 @@ const file_mcc_lab_v1_lab_proto_rawDesc = "" +
 	"\x03low\x18\x04 \x01(\x01H\x00R\x03low\x88\x01\x01\x12\x17\n" +
 	"\x04high\x18\x05 \x01(\x01H\x01R\x04high\x88\x01\x01B\x06\n" +
 	"\x04_lowB\a\n" +
-	"\x05_high\"\xed\x06\n" +
-	"\x05Order\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
-	"\x13requesting_facility\x18\x02 \x01(\tR\x12requestingFacility\x12!\n" +
-	"\flab_facility\x18\x03 \x01(\tR\vlabFacility\x12\x1c\n" +
-	"\tclinician\x18\x04 \x01(\tR\tclinician\x12>\n" +
-	"\apatient\x18\x05 \x01(\tB$\xbaH!r\x1f2\x1d^(patients/[a-z0-9-]{1,64})?$R\apatient\x121\n" +
-	"\vpatient_sex\x18\x06 \x01(\x0e2\x10.mcc.type.v1.SexR\n" +
-	"patientSex\x12,\n" +
-	"\x12patient_birth_date\x18\a \x01(\tR\x10patientBirthDate\x12;\n" +
+	"\x05_high\"\xaf\a\n" +
+	"\x05Order\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x04name\x125\n" +
+	"\x13requesting_facility\x18\x02 \x01(\tB\x04\xa0\xbb\x18\x01R\x12requestingFacility\x12'\n" +
+	"\flab_facility\x18\x03 \x01(\tB\x04\xa0\xbb\x18\x01R\vlabFacility\x12\"\n" +
+	"\tclinician\x18\x04 \x01(\tB\x04\xa0\xbb\x18\x01R\tclinician\x12>\n" +
+	"\apatient\x18\x05 \x01(\tB$\xbaH!r\x1f2\x1d^(patients/[a-z0-9-]{1,64})?$R\apatient\x127\n" +
+	"\vpatient_sex\x18\x06 \x01(\x0e2\x10.mcc.type.v1.SexB\x04\xa0\xbb\x18\x01R\n" +
+	"patientSex\x122\n" +
+	"\x12patient_birth_date\x18\a \x01(\tB\x04\xa0\xbb\x18\x01R\x10patientBirthDate\x12;\n" +
 	"\x05tests\x18\b \x03(\tB%\xbaH\"\x92\x01\x1f\x102\x18\x01\"\x19r\x172\x15^[A-Za-z0-9.-]{1,32}$R\x05tests\x12:\n" +
 	"\bpriority\x18\t \x01(\x0e2\x14.mcc.lab.v1.PriorityB\b\xbaH\x05\x82\x01\x02\x10\x01R\bpriority\x12-\n" +
 	"\rclinical_note\x18\n" +
-	" \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\fclinicalNote\x12-\n" +
-	"\x05state\x18\v \x01(\x0e2\x17.mcc.lab.v1.Order.StateR\x05state\x12&\n" +
-	"\x0ftotal_price_fen\x18\f \x01(\x03R\rtotalPriceFen\x124\n" +
-	"\btimeline\x18\r \x03(\v2\x18.mcc.type.v1.StateChangeR\btimeline\x12;\n" +
-	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	" \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\fclinicalNote\x123\n" +
+	"\x05state\x18\v \x01(\x0e2\x17.mcc.lab.v1.Order.StateB\x04\xa0\xbb\x18\x01R\x05state\x12,\n" +
+	"\x0ftotal_price_fen\x18\f \x01(\x03B\x04\xa0\xbb\x18\x01R\rtotalPriceFen\x12:\n" +
+	"\btimeline\x18\r \x03(\v2\x18.mcc.type.v1.StateChangeB\x04\xa0\xbb\x18\x01R\btimeline\x12A\n" +
+	"\vcreate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
+	"createTime\x12A\n" +
+	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
 	"updateTime\x12\x1b\n" +
 	"\x04etag\x18\x10 \x01(\tB\a\xbaH\x04r\x02\x18@R\x04etag\"q\n" +
 	"\x05State\x12\x15\n" +
@@ -5493,30 +5493,30 @@ const file_mcc_lab_v1_lab_proto_rawDesc = "" +
 	"\tRejection\x123\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1b.mcc.lab.v1.RejectionReasonR\x06reason\x123\n" +
 	"\x06action\x18\x02 \x01(\x0e2\x1b.mcc.lab.v1.RejectionActionR\x06action\x12\x12\n" +
-	"\x04note\x18\x03 \x01(\tR\x04note\"\x86\t\n" +
-	"\bSpecimen\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\"\xe0\t\n" +
+	"\bSpecimen\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x04name\x126\n" +
 	"\x05order\x18\x02 \x01(\tB \xbaH\x1dr\x1b2\x19^(orders/[0-9a-f-]{36})?$R\x05order\x12;\n" +
-	"\x05tests\x18\x03 \x03(\tB%\xbaH\"\x92\x01\x1f\x102\x18\x01\"\x19r\x172\x15^[A-Za-z0-9.-]{1,32}$R\x05tests\x12#\n" +
-	"\rspecimen_type\x18\x04 \x01(\tR\fspecimenType\x12\x1c\n" +
-	"\tcontainer\x18\x05 \x01(\tR\tcontainer\x124\n" +
-	"\tvolume_ml\x18\x06 \x01(\x01B\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00@\x8f@)\x00\x00\x00\x00\x00\x00\x00\x00R\bvolumeMl\x12/\n" +
-	"\x13requesting_facility\x18\a \x01(\tR\x12requestingFacility\x12!\n" +
-	"\flab_facility\x18\b \x01(\tR\vlabFacility\x12\x1c\n" +
-	"\tcollector\x18\t \x01(\tR\tcollector\x12=\n" +
+	"\x05tests\x18\x03 \x03(\tB%\xbaH\"\x92\x01\x1f\x102\x18\x01\"\x19r\x172\x15^[A-Za-z0-9.-]{1,32}$R\x05tests\x12)\n" +
+	"\rspecimen_type\x18\x04 \x01(\tB\x04\xa0\xbb\x18\x01R\fspecimenType\x12\"\n" +
+	"\tcontainer\x18\x05 \x01(\tB\x04\xa0\xbb\x18\x01R\tcontainer\x124\n" +
+	"\tvolume_ml\x18\x06 \x01(\x01B\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00@\x8f@)\x00\x00\x00\x00\x00\x00\x00\x00R\bvolumeMl\x125\n" +
+	"\x13requesting_facility\x18\a \x01(\tB\x04\xa0\xbb\x18\x01R\x12requestingFacility\x12'\n" +
+	"\flab_facility\x18\b \x01(\tB\x04\xa0\xbb\x18\x01R\vlabFacility\x12\"\n" +
+	"\tcollector\x18\t \x01(\tB\x04\xa0\xbb\x18\x01R\tcollector\x12C\n" +
 	"\fcollect_time\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\vcollectTime\x12\x18\n" +
-	"\acourier\x18\v \x01(\tR\acourier\x12;\n" +
-	"\vpickup_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"pickupTime\x12=\n" +
-	"\freceive_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\vreceiveTime\x12C\n" +
-	"\x1breceive_temperature_celsius\x18\x0e \x01(\x01H\x00R\x19receiveTemperatureCelsius\x88\x01\x01\x123\n" +
-	"\trejection\x18\x0f \x01(\v2\x15.mcc.lab.v1.RejectionR\trejection\x120\n" +
-	"\x05state\x18\x10 \x01(\x0e2\x1a.mcc.lab.v1.Specimen.StateR\x05state\x124\n" +
-	"\btimeline\x18\x11 \x03(\v2\x18.mcc.type.v1.StateChangeR\btimeline\x12;\n" +
-	"\vcreate_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\vcollectTime\x12\x1e\n" +
+	"\acourier\x18\v \x01(\tB\x04\xa0\xbb\x18\x01R\acourier\x12A\n" +
+	"\vpickup_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
+	"pickupTime\x12C\n" +
+	"\freceive_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\vreceiveTime\x12C\n" +
+	"\x1breceive_temperature_celsius\x18\x0e \x01(\x01H\x00R\x19receiveTemperatureCelsius\x88\x01\x01\x129\n" +
+	"\trejection\x18\x0f \x01(\v2\x15.mcc.lab.v1.RejectionB\x04\xa0\xbb\x18\x01R\trejection\x126\n" +
+	"\x05state\x18\x10 \x01(\x0e2\x1a.mcc.lab.v1.Specimen.StateB\x04\xa0\xbb\x18\x01R\x05state\x12:\n" +
+	"\btimeline\x18\x11 \x03(\v2\x18.mcc.type.v1.StateChangeB\x04\xa0\xbb\x18\x01R\btimeline\x12A\n" +
+	"\vcreate_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
+	"createTime\x12A\n" +
+	"\vupdate_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
 	"updateTime\x12\x1b\n" +
 	"\x04etag\x18\x14 \x01(\tB\a\xbaH\x04r\x02\x18@R\x04etag\"\x97\x01\n" +
 	"\x05State\x12\x15\n" +

@@ -3997,13 +3997,13 @@ var File_mcc_referral_v1_referral_proto protoreflect.FileDescriptor
 
 const file_mcc_referral_v1_referral_proto_rawDesc = "" +
 	"\n" +
-	"\x1emcc/referral/v1/referral.proto\x12\x0fmcc.referral.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16mcc/type/v1/code.proto\x1a\x17mcc/type/v1/event.proto\x1a\x1amcc/type/v1/identity.proto\x1a\x1amcc/type/v1/workflow.proto\"\x85\x12\n" +
-	"\bReferral\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12B\n" +
+	"\x1emcc/referral/v1/referral.proto\x12\x0fmcc.referral.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmcc/type/v1/annotations.proto\x1a\x16mcc/type/v1/code.proto\x1a\x17mcc/type/v1/event.proto\x1a\x1amcc/type/v1/identity.proto\x1a\x1amcc/type/v1/workflow.proto\"\xf1\x12\n" +
+	"\bReferral\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x04name\x12B\n" +
 	"\tdirection\x18\x02 \x01(\x0e2\x1a.mcc.referral.v1.DirectionB\b\xbaH\x05\x82\x01\x02\x10\x01R\tdirection\x12#\n" +
 	"\rgreen_channel\x18\x03 \x01(\bR\fgreenChannel\x12>\n" +
-	"\apatient\x18\x04 \x01(\tB$\xbaH!r\x1f2\x1d^(patients/[a-z0-9-]{1,64})?$R\apatient\x12)\n" +
-	"\x10sending_facility\x18\x05 \x01(\tR\x0fsendingFacility\x12T\n" +
+	"\apatient\x18\x04 \x01(\tB$\xbaH!r\x1f2\x1d^(patients/[a-z0-9-]{1,64})?$R\apatient\x12/\n" +
+	"\x10sending_facility\x18\x05 \x01(\tB\x04\xa0\xbb\x18\x01R\x0fsendingFacility\x12T\n" +
 	"\x0ftarget_facility\x18\x06 \x01(\tB+\xbaH(r&2$^(facilities/[a-z][a-z0-9-]{1,62})?$R\x0etargetFacility\x124\n" +
 	"\x11target_department\x18\a \x01(\tB\a\xbaH\x04r\x02\x18dR\x10targetDepartment\x12 \n" +
 	"\x06reason\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\xd0\x0fR\x06reason\x12/\n" +
@@ -4015,27 +4015,27 @@ const file_mcc_referral_v1_referral_proto_rawDesc = "" +
 	"\x16family_doctor_contract\x18\r \x01(\bR\x14familyDoctorContract\x126\n" +
 	"\x11discharge_summary\x18\x0e \x01(\tB\t\xbaH\x06r\x04\x18\xa0\x9c\x01R\x10dischargeSummary\x126\n" +
 	"\tcare_plan\x18\x0f \x01(\v2\x19.mcc.referral.v1.CarePlanR\bcarePlan\x12h\n" +
-	"\x16receiving_practitioner\x18\x10 \x01(\tB1\xbaH.r,2*^(practitioners/[a-z0-9][a-z0-9-]{1,62})?$R\x15receivingPractitioner\x12/\n" +
-	"\x06triage\x18\x11 \x01(\v2\x17.mcc.referral.v1.TriageR\x06triage\x12;\n" +
-	"\vsubmit_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"submitTime\x12B\n" +
-	"\x0ftriage_due_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\rtriageDueTime\x12\x1c\n" +
-	"\tescalated\x18\x14 \x01(\bR\tescalated\x12?\n" +
-	"\rescalate_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\fescalateTime\x12A\n" +
-	"\x0edeparture_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\rdepartureTime\x12?\n" +
-	"\rbackfill_time\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\fbackfillTime\x12;\n" +
-	"\varrive_time\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"arriveTime\x12?\n" +
-	"\rcomplete_time\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\fcompleteTime\x12\x18\n" +
-	"\aoutcome\x18\x1a \x01(\tR\aoutcome\x12?\n" +
+	"\x16receiving_practitioner\x18\x10 \x01(\tB1\xbaH.r,2*^(practitioners/[a-z0-9][a-z0-9-]{1,62})?$R\x15receivingPractitioner\x125\n" +
+	"\x06triage\x18\x11 \x01(\v2\x17.mcc.referral.v1.TriageB\x04\xa0\xbb\x18\x01R\x06triage\x12A\n" +
+	"\vsubmit_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
+	"submitTime\x12H\n" +
+	"\x0ftriage_due_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\rtriageDueTime\x12\"\n" +
+	"\tescalated\x18\x14 \x01(\bB\x04\xa0\xbb\x18\x01R\tescalated\x12E\n" +
+	"\rescalate_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\fescalateTime\x12G\n" +
+	"\x0edeparture_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\rdepartureTime\x12E\n" +
+	"\rbackfill_time\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\fbackfillTime\x12A\n" +
+	"\varrive_time\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
+	"arriveTime\x12E\n" +
+	"\rcomplete_time\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\fcompleteTime\x12\x1e\n" +
+	"\aoutcome\x18\x1a \x01(\tB\x04\xa0\xbb\x18\x01R\aoutcome\x12E\n" +
 	"\n" +
-	"follow_ups\x18\x1b \x01(\v2 .mcc.referral.v1.FollowUpSummaryR\tfollowUps\x125\n" +
-	"\x05state\x18\x1c \x01(\x0e2\x1f.mcc.referral.v1.Referral.StateR\x05state\x124\n" +
-	"\btimeline\x18\x1d \x03(\v2\x18.mcc.type.v1.StateChangeR\btimeline\x12I\n" +
-	"\x0fallowed_actions\x18\x1e \x03(\x0e2 .mcc.referral.v1.Referral.ActionR\x0eallowedActions\x12;\n" +
-	"\vcreate_time\x18\x1f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18  \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"follow_ups\x18\x1b \x01(\v2 .mcc.referral.v1.FollowUpSummaryB\x04\xa0\xbb\x18\x01R\tfollowUps\x12;\n" +
+	"\x05state\x18\x1c \x01(\x0e2\x1f.mcc.referral.v1.Referral.StateB\x04\xa0\xbb\x18\x01R\x05state\x12:\n" +
+	"\btimeline\x18\x1d \x03(\v2\x18.mcc.type.v1.StateChangeB\x04\xa0\xbb\x18\x01R\btimeline\x12O\n" +
+	"\x0fallowed_actions\x18\x1e \x03(\x0e2 .mcc.referral.v1.Referral.ActionB\x04\xa0\xbb\x18\x01R\x0eallowedActions\x12A\n" +
+	"\vcreate_time\x18\x1f \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
+	"createTime\x12A\n" +
+	"\vupdate_time\x18  \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
 	"updateTime\x12\x1b\n" +
 	"\x04etag\x18! \x01(\tB\a\xbaH\x04r\x02\x18@R\x04etag\"\xe6\x01\n" +
 	"\x05State\x12\x15\n" +
@@ -4061,14 +4061,14 @@ const file_mcc_referral_v1_referral_proto_rawDesc = "" +
 	"\rACTION_ARRIVE\x10\x05\x12\x13\n" +
 	"\x0fACTION_COMPLETE\x10\x06\x12\x11\n" +
 	"\rACTION_CANCEL\x10\a\x12\x13\n" +
-	"\x0fACTION_BACKFILL\x10\b\"\xc6\x03\n" +
+	"\x0fACTION_BACKFILL\x10\b\"\xcc\x03\n" +
 	"\n" +
 	"Attachment\x12>\n" +
 	"\x04kind\x18\x01 \x01(\x0e2 .mcc.referral.v1.Attachment.KindB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04kind\x12\x1a\n" +
 	"\x03ref\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\x03ref\x12\x1e\n" +
 	"\x05title\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\x05title\x12I\n" +
-	"\vrecognition\x18\x04 \x01(\x0e2'.mcc.referral.v1.Attachment.RecognitionR\vrecognition\x12)\n" +
-	"\x10recognition_note\x18\x05 \x01(\tR\x0frecognitionNote\">\n" +
+	"\vrecognition\x18\x04 \x01(\x0e2'.mcc.referral.v1.Attachment.RecognitionR\vrecognition\x12/\n" +
+	"\x10recognition_note\x18\x05 \x01(\tB\x04\xa0\xbb\x18\x01R\x0frecognitionNote\">\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vKIND_RESULT\x10\x01\x12\x0f\n" +

@@ -6398,17 +6398,17 @@ var File_mcc_sterilization_v1_sterilization_proto protoreflect.FileDescriptor
 
 const file_mcc_sterilization_v1_sterilization_proto_rawDesc = "" +
 	"\n" +
-	"(mcc/sterilization/v1/sterilization.proto\x12\x14mcc.sterilization.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16mcc/type/v1/code.proto\x1a\x17mcc/type/v1/event.proto\x1a\x1amcc/type/v1/workflow.proto\"\xf7\x02\n" +
-	"\aSetType\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
+	"(mcc/sterilization/v1/sterilization.proto\x12\x14mcc.sterilization.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmcc/type/v1/annotations.proto\x1a\x16mcc/type/v1/code.proto\x1a\x17mcc/type/v1/event.proto\x1a\x1amcc/type/v1/workflow.proto\"\x89\x03\n" +
+	"\aSetType\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x04name\x12-\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\n" +
 	"\xbaH\a\xd8\x01\x01r\x02\x18dR\vdisplayName\x12M\n" +
 	"\vinstruments\x18\x03 \x03(\v2 .mcc.sterilization.v1.InstrumentB\t\xbaH\x06\x92\x01\x03\x10\xc8\x01R\vinstruments\x12\x18\n" +
 	"\aimplant\x18\x04 \x01(\bR\aimplant\x12)\n" +
-	"\tprice_fen\x18\x05 \x01(\x03B\f\xbaH\t\"\a\x18\x80\xc2\xd7/(\x00R\bpriceFen\x12;\n" +
-	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"\tprice_fen\x18\x05 \x01(\x03B\f\xbaH\t\"\a\x18\x80\xc2\xd7/(\x00R\bpriceFen\x12A\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
+	"createTime\x12A\n" +
+	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
 	"updateTime\x12\x1b\n" +
 	"\x04etag\x18\b \x01(\tB\a\xbaH\x04r\x02\x18@R\x04etag\"b\n" +
 	"\n" +
@@ -6442,21 +6442,21 @@ const file_mcc_sterilization_v1_sterilization_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskBL\xbaHI\xe2\x01F\x12\fdisplay_name\x12\vdisplayName\x12\vinstruments\x12\aimplant\x12\tprice_fen\x12\bpriceFenR\n" +
 	"updateMask\"Q\n" +
 	"\x15UpdateSetTypeResponse\x128\n" +
-	"\bset_type\x18\x01 \x01(\v2\x1d.mcc.sterilization.v1.SetTypeR\asetType\"\xcb\x04\n" +
+	"\bset_type\x18\x01 \x01(\v2\x1d.mcc.sterilization.v1.SetTypeR\asetType\"\xef\x04\n" +
 	"\n" +
-	"Sterilizer\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
+	"Sterilizer\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x04name\x12-\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\n" +
 	"\xbaH\a\xd8\x01\x01r\x02\x18dR\vdisplayName\x12C\n" +
-	"\x04type\x18\x03 \x01(\x0e2%.mcc.sterilization.v1.Sterilizer.TypeB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04type\x12\x1a\n" +
-	"\bfacility\x18\x04 \x01(\tR\bfacility\x12\x1d\n" +
+	"\x04type\x18\x03 \x01(\x0e2%.mcc.sterilization.v1.Sterilizer.TypeB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04type\x12 \n" +
+	"\bfacility\x18\x04 \x01(\tB\x04\xa0\xbb\x18\x01R\bfacility\x12\x1d\n" +
 	"\n" +
-	"last_cycle\x18\x05 \x01(\x03R\tlastCycle\x12T\n" +
-	"\x14last_bowie_dick_test\x18\x06 \x01(\v2#.mcc.sterilization.v1.BowieDickTestR\x11lastBowieDickTest\x12.\n" +
-	"\x04lock\x18\a \x01(\v2\x1a.mcc.sterilization.v1.LockR\x04lock\x12;\n" +
-	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"last_cycle\x18\x05 \x01(\x03R\tlastCycle\x12Z\n" +
+	"\x14last_bowie_dick_test\x18\x06 \x01(\v2#.mcc.sterilization.v1.BowieDickTestB\x04\xa0\xbb\x18\x01R\x11lastBowieDickTest\x124\n" +
+	"\x04lock\x18\a \x01(\v2\x1a.mcc.sterilization.v1.LockB\x04\xa0\xbb\x18\x01R\x04lock\x12A\n" +
+	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
+	"createTime\x12A\n" +
+	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\n" +
 	"updateTime\x12\x1b\n" +
 	"\x04etag\x18\n" +
 	" \x01(\tB\a\xbaH\x04r\x02\x18@R\x04etag\"]\n" +
@@ -6497,13 +6497,13 @@ const file_mcc_sterilization_v1_sterilization_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"\x85\x01\n" +
 	"\x17ListSterilizersResponse\x12B\n" +
 	"\vsterilizers\x18\x01 \x03(\v2 .mcc.sterilization.v1.SterilizerR\vsterilizers\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xca\x01\n" +
-	"\rBowieDickTest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
-	"\x06result\x18\x02 \x01(\x0e2\x1c.mcc.sterilization.v1.ResultB\b\xbaH\x05\x82\x01\x02\x10\x01R\x06result\x12\x10\n" +
-	"\x03day\x18\x03 \x01(\tR\x03day\x12\x1a\n" +
-	"\boperator\x18\x04 \x01(\tR\boperator\x127\n" +
-	"\ttest_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\btestTime\"\xb6\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xe2\x01\n" +
+	"\rBowieDickTest\x12\x18\n" +
+	"\x04name\x18\x01 \x01(\tB\x04\xa0\xbb\x18\x01R\x04name\x12>\n" +
+	"\x06result\x18\x02 \x01(\x0e2\x1c.mcc.sterilization.v1.ResultB\b\xbaH\x05\x82\x01\x02\x10\x01R\x06result\x12\x16\n" +
+	"\x03day\x18\x03 \x01(\tB\x04\xa0\xbb\x18\x01R\x03day\x12 \n" +
+	"\boperator\x18\x04 \x01(\tB\x04\xa0\xbb\x18\x01R\boperator\x12=\n" +
+	"\ttest_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x04\xa0\xbb\x18\x01R\btestTime\"\xb6\x02\n" +
 	"\x1aCreateBowieDickTestRequest\x12A\n" +
 	"\x06parent\x18\x01 \x01(\tB)\xbaH&r$2\"^sterilizers/[a-z][a-z0-9-]{1,62}$R\x06parent\x12\x94\x01\n" +
 	"\x0fbowie_dick_test\x18\x02 \x01(\v2#.mcc.sterilization.v1.BowieDickTestBG\xbaHD\xba\x01>\n" +
@@ -6520,7 +6520,7 @@ const file_mcc_sterilization_v1_sterilization_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"\x93\x01\n" +
 	"\x1aListBowieDickTestsResponse\x12M\n" +
 	"\x10bowie_dick_tests\x18\x01 \x03(\v2#.mcc.sterilization.v1.BowieDickTestR\x0ebowieDickTests\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd4\t\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xe0\t\n" +
 	"\aPackage\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\abarcode\x18\x02 \x01(\tR\abarcode\x12\x19\n" +
@@ -6541,9 +6541,9 @@ const file_mcc_sterilization_v1_sterilization_proto_rawDesc = "" +
 	"expireTime\x12:\n" +
 	"\bhandover\x18\x10 \x01(\v2\x1e.mcc.sterilization.v1.HandoverR\bhandover\x12+\n" +
 	"\x03use\x18\x11 \x01(\v2\x19.mcc.sterilization.v1.UseR\x03use\x12G\n" +
-	"\rearly_release\x18\x12 \x01(\v2\".mcc.sterilization.v1.EarlyReleaseR\fearlyRelease\x12\x12\n" +
-	"\x04held\x18\x13 \x01(\bR\x04held\x12\x16\n" +
-	"\x06recall\x18\x14 \x01(\tR\x06recall\x12\x18\n" +
+	"\rearly_release\x18\x12 \x01(\v2\".mcc.sterilization.v1.EarlyReleaseR\fearlyRelease\x12\x18\n" +
+	"\x04held\x18\x13 \x01(\bB\x04\xa0\xbb\x18\x01R\x04held\x12\x1c\n" +
+	"\x06recall\x18\x14 \x01(\tB\x04\xa0\xbb\x18\x01R\x06recall\x12\x18\n" +
 	"\aexpired\x18\x15 \x01(\bR\aexpired\x124\n" +
 	"\btimeline\x18\x16 \x03(\v2\x18.mcc.type.v1.StateChangeR\btimeline\x12;\n" +
 	"\vcreate_time\x18\x17 \x01(\v2\x1a.google.protobuf.TimestampR\n" +

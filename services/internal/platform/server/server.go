@@ -107,7 +107,7 @@ func New(cfg Config, d Deps) (*grpc.Server, *health.Server, error) {
 	)
 	unary = append(unary, auth.UnaryServerInterceptors(d.Keys, d.Policy, d.Revocations)...)
 	stream = append(stream, auth.StreamServerInterceptors(d.Keys, d.Policy, d.Revocations)...)
-	unary = append(unary, protovalidatemw.UnaryServerInterceptor(validator))
+	unary = append(unary, protovalidatemw.UnaryServerInterceptor(validator), refuseOutputOnly())
 	stream = append(stream, protovalidatemw.StreamServerInterceptor(validator))
 
 	srv := grpc.NewServer(append([]grpc.ServerOption{
