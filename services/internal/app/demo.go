@@ -3,6 +3,7 @@ package app
 import (
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
+	"github.com/countymcc/mcc/services/internal/directory"
 )
 
 // The demo community is modeled on Urad Middle Banner (乌拉特中旗, region
@@ -104,4 +105,18 @@ func demoPatients() []demoPatient {
 		{name: "李秀英", idFirst17: "15082419750203402", facility: "wjh"},
 		{name: "乌云", idFirst17: "15082420120916202", facility: "dls-wl"},
 	}
+}
+
+// DemoIdentifiers lists what identifies the demo patients directly: names,
+// resident ID numbers and health card numbers. Tests check that none of
+// them ever reaches a log, a span or an event.
+func DemoIdentifiers() []string {
+	var out []string
+	for _, p := range demoPatients() {
+		out = append(out, p.name, directory.WithCheckDigit(p.idFirst17))
+		if p.healthCard != "" {
+			out = append(out, p.healthCard)
+		}
+	}
+	return out
 }

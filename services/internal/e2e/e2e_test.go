@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -261,6 +262,8 @@ type system struct {
 	logs    *logBuffer
 	// clock is the system's clock when the test controls it.
 	clock *clock.Manual
+	// spans records every span the system ends.
+	spans *tracetest.SpanRecorder
 }
 
 func (s *system) do(t *testing.T, method, path, token, body string) response {

@@ -183,6 +183,11 @@ refused "$SAMPLE_TS" "$SAMPLE_SIG" sample.json "$SAMPLE_SECRET"`,
 			t.Logf("%s", out)
 		})
 	}
+	// The day the guide plays, on the demo community, leaves no patient
+	// identifier in the logs or the spans (issue 8).
+	t.Run("no patient identifier in logs or spans", func(t *testing.T) {
+		sys.wantNoPII(t, app.DemoIdentifiers()...)
+	})
 }
 
 // signedSample is a delivery signed now and one signed 6 minutes ago, for

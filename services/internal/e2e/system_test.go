@@ -6,8 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/countymcc/mcc/services/internal/app"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
@@ -83,7 +87,8 @@ func startOn(t testing.TB, dir string, clk *clock.Manual, extra ...string) (*sys
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	logger := telemetry.NewLogger(logOut, slog.LevelDebug)
-	opts := app.Options{}
+	spans := tracetest.NewSpanRecorder()
+	opts := app.Options{TracerOptions: []sdktrace.TracerProviderOption{sdktrace.WithSpanProcessor(spans)}}
 	if clk != nil {
 		opts.Clock = clk
 	}
@@ -104,7 +109,7 @@ func startOn(t testing.TB, dir string, clk *clock.Manual, extra ...string) (*sys
 		})
 	}
 	t.Cleanup(stop)
-	return &system{url: "http://" + sys.HTTPAddr(), grpc: sys.GRPCAddr(), dataDir: dir, logs: logs, clock: clk}, stop
+	return &system{url: "http://" + sys.HTTPAddr(), grpc: sys.GRPCAddr(), dataDir: dir, logs: logs, clock: clk, spans: spans}, stop
 }
 
 // logBuffer collects the system's logs for the tests to search.
@@ -123,4 +128,36 @@ func (b *logBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// wantNoPII fails the test if any of secrets appears in the system's logs or
+// in any span it ended: name, attributes, events or status.
+func (s *system) wantNoPII(t *testing.T, secrets ...string) {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString(s.logs.String())
+	spans := s.spans.Ended()
+	for _, sp := range spans {
+		b.WriteString(sp.Name())
+		b.WriteString(sp.Status().Description)
+		for _, a := range sp.Attributes() {
+			b.WriteString(string(a.Key) + "=" + a.Value.Emit() + "\n")
+		}
+		for _, e := range sp.Events() {
+			b.WriteString(e.Name)
+			for _, a := range e.Attributes {
+				b.WriteString(string(a.Key) + "=" + a.Value.Emit() + "\n")
+			}
+		}
+	}
+	all := b.String()
+	if len(spans) == 0 || !strings.Contains(all, "finished call") {
+		t.Fatalf("%d spans and logs without calls: the check would prove nothing", len(spans))
+	}
+	for _, secret := range secrets {
+		if strings.Contains(all, secret) {
+			t.Errorf("%q is in the logs or spans", secret)
+		}
+	}
+	t.Logf("no patient identifier in %d bytes of logs and %d spans", len(all), len(spans))
 }
