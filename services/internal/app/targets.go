@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/countymcc/mcc/services/internal/admin"
 	"github.com/countymcc/mcc/services/internal/directory"
 	"github.com/countymcc/mcc/services/internal/feed"
 	"github.com/countymcc/mcc/services/internal/lab"
@@ -87,4 +88,14 @@ func targetNames() []string {
 		names = append(names, t.name)
 	}
 	return names
+}
+
+// AccessPolicy is the merged role table of every service mcc can run and of
+// the process-level services, for tests and documentation.
+func AccessPolicy() auth.Policy {
+	p := admin.Policy()
+	for _, t := range serviceTargets() {
+		p.Merge(t.policy())
+	}
+	return p
 }
