@@ -322,3 +322,21 @@ func (s *system) token(t testing.TB, community, facility string, ttl time.Durati
 	}
 	return tok
 }
+
+// serviceToken is a token of MCC's own service role in community.
+func (s *system) serviceToken(t testing.TB, community string) string {
+	t.Helper()
+	var c clock.Clock = clock.System{}
+	if s.clock != nil {
+		c = s.clock
+	}
+	keys, _, err := auth.LoadKeys(filepath.Join(s.dataDir, "signing.key"), false, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := keys.Issue(auth.ServiceCaller(community, "facilities/mcc-system", "e2e"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}

@@ -188,6 +188,17 @@ refused "$SAMPLE_TS" "$SAMPLE_SIG" sample.json "$SAMPLE_SECRET"`,
 	t.Run("no patient identifier in logs or spans", func(t *testing.T) {
 		sys.wantNoPII(t, app.DemoIdentifiers()...)
 	})
+	// Nothing the day made for 德岭山 can be read by 乌加河's staff (issue
+	// 8, BOLA).
+	t.Run("no facility reads another's records", func(t *testing.T) {
+		n := sys.checkObjectAccess(t, "facilities/wjh")
+		for _, svc := range []string{"directory", "lab", "referral", "feed"} {
+			if n[svc] == 0 {
+				t.Errorf("no read of a %s record tried; the check proves little", svc)
+			}
+		}
+		t.Logf("reads of another facility's records, all refused: %v", n)
+	})
 }
 
 // signedSample is a delivery signed now and one signed 6 minutes ago, for

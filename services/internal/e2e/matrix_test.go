@@ -213,3 +213,166 @@ func restCall(t *testing.T, sys *system, m rpc, token string) (int, string) {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	return resp.StatusCode, string(b)
 }
+
+// getRoutes lists, per service, the GET routes that read one resource by
+// name: the route template and a pattern its resource names match.
+type getRoute struct {
+	template string         // "/v1/lab/{name=reports/*}"
+	names    *regexp.Regexp // ^reports/[^/]+$
+}
+
+func getRoutes() map[string][]getRoute {
+	out := map[string][]getRoute{}
+	protoregistry.GlobalFiles.RangeFiles(func(f protoreflect.FileDescriptor) bool {
+		parts := strings.Split(string(f.Package()), ".")
+		if len(parts) != 3 || parts[0] != "mcc" {
+			return true
+		}
+		for i := 0; i < f.Services().Len(); i++ {
+			ms := f.Services().Get(i).Methods()
+			for j := 0; j < ms.Len(); j++ {
+				rule, _ := proto.GetExtension(ms.Get(j).Options(), annotations.E_Http).(*annotations.HttpRule)
+				sub := placeholder.FindStringSubmatch(rule.GetGet())
+				if sub == nil || sub[1] != "name" || sub[3] == "" {
+					continue
+				}
+				pattern := "^" + strings.ReplaceAll(regexp.QuoteMeta(sub[3]), `\*`, `[^/]+`) + "$"
+				out[parts[1]] = append(out[parts[1]], getRoute{template: rule.GetGet(), names: regexp.MustCompile(pattern)})
+			}
+		}
+		return true
+	})
+	return out
+}
+
+// outsiderRoles are the roles of a facility's staff, who must see only
+// what concerns their facility. (Administrators, auditors, coordinators and
+// services see the community by design.)
+var outsiderRoles = []typev1.Role{
+	typev1.Role_ROLE_CLINICIAN, typev1.Role_ROLE_LAB_TECHNOLOGIST, typev1.Role_ROLE_RADIOLOGIST,
+	typev1.Role_ROLE_CARDIOLOGIST, typev1.Role_ROLE_PATHOLOGIST, typev1.Role_ROLE_CSSD_OPERATOR,
+}
+
+// sharedData are the collections every member of the community reads by
+// design: the directory of facilities and practitioners, and the catalogs.
+// They hold no patient data.
+var sharedData = regexp.MustCompile(`^(facilities|practitioners|tests|setTypes|sterilizers|catalogItems|items)/`)
+
+// checkObjectAccess reads every exposed service's feed as the service role
+// and, for every resource that appeared in it, tries every route that reads
+// it by name, as staff (all staff roles) of `outsider`, a facility its
+// events do not concern: each must be 404 or 403 (OWASP API1, BOLA). It
+// returns how many reads it tried, per service.
+func (s *system) checkObjectAccess(t *testing.T, outsider string) map[string]int {
+	t.Helper()
+	conn, err := grpc.NewClient(s.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	svcToken := s.serviceToken(t, "demo")
+	outsiderToken := s.token(t, "demo", strings.TrimPrefix(outsider, "facilities/"), time.Hour, outsiderRoles...)
+	routes := getRoutes()
+	tried := map[string]int{}
+	for _, svc := range gateway.Services() {
+		concerned := map[string]map[string]bool{} // resource -> facilities
+		for cursor := ""; ; {
+			ctx, cancel := context.WithTimeout(servertest.WithToken(context.Background(), svcToken), 5*time.Second)
+			page, next, err := listEvents(ctx, conn, svc, cursor)
+			cancel()
+			if status.Code(err) == codes.Unimplemented || status.Code(err) == codes.NotFound {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s events: %v", svc, err)
+			}
+			for _, ev := range page {
+				if concerned[ev.GetResource()] == nil {
+					concerned[ev.GetResource()] = map[string]bool{}
+				}
+				for _, f := range ev.GetFacilities() {
+					concerned[ev.GetResource()][f] = true
+				}
+			}
+			if len(page) == 0 {
+				break
+			}
+			cursor = next
+		}
+		for resource, facilities := range concerned {
+			if facilities[outsider] || sharedData.MatchString(resource) {
+				continue
+			}
+			for _, r := range routes[svc] {
+				if !r.names.MatchString(resource) {
+					continue
+				}
+				path := placeholder.ReplaceAllString(r.template, resource)
+				got := s.do(t, "GET", path, outsiderToken, "")
+				if got.status != http.StatusNotFound && got.status != http.StatusForbidden {
+					t.Errorf("%s, which concerns %v, read by %s: %d %s", path, keys(facilities), outsider, got.status, got.raw)
+				}
+				tried[svc]++
+			}
+		}
+	}
+	return tried
+}
+
+// listEvents calls a service's ListEvents with the shape every service
+// shares (the contracts test checks it).
+func listEvents(ctx context.Context, conn *grpc.ClientConn, svc, after string) ([]*typev1.Event, string, error) {
+	var full string
+	protoregistry.GlobalFiles.RangeFiles(func(f protoreflect.FileDescriptor) bool {
+		if string(f.Package()) == "mcc."+svc+".v1" {
+			for i := 0; i < f.Services().Len(); i++ {
+				if m := f.Services().Get(i).Methods().ByName("ListEvents"); m != nil {
+					full = "/" + string(f.Services().Get(i).FullName()) + "/ListEvents"
+				}
+			}
+		}
+		return true
+	})
+	if full == "" {
+		return nil, "", status.Error(codes.Unimplemented, "no feed")
+	}
+	in := dynamicpb.NewMessage(methodInput(full))
+	in.Set(in.Descriptor().Fields().ByName("after"), protoreflect.ValueOfString(after))
+	in.Set(in.Descriptor().Fields().ByName("page_size"), protoreflect.ValueOfInt32(1000))
+	out := dynamicpb.NewMessage(methodOutput(full))
+	if err := conn.Invoke(ctx, full, in, out); err != nil {
+		return nil, "", err
+	}
+	var evs []*typev1.Event
+	list := out.Get(out.Descriptor().Fields().ByName("events")).List()
+	for i := 0; i < list.Len(); i++ {
+		b, err := proto.Marshal(list.Get(i).Message().Interface())
+		if err != nil {
+			return nil, "", err
+		}
+		ev := &typev1.Event{}
+		if err := proto.Unmarshal(b, ev); err != nil {
+			return nil, "", err
+		}
+		evs = append(evs, ev)
+	}
+	return evs, out.Get(out.Descriptor().Fields().ByName("next_cursor")).String(), nil
+}
+
+func methodInput(full string) protoreflect.MessageDescriptor  { return method(full).Input() }
+func methodOutput(full string) protoreflect.MessageDescriptor { return method(full).Output() }
+
+func method(full string) protoreflect.MethodDescriptor {
+	svc, name, _ := strings.Cut(strings.TrimPrefix(full, "/"), "/")
+	d, _ := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
+	return d.(protoreflect.ServiceDescriptor).Methods().ByName(protoreflect.Name(name))
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -223,6 +223,13 @@ func testSterilizationTwoWeeks(t *testing.T, sys *system, clk *clock.Manual, day
 			t.Errorf("%q is in the logs", secret)
 		}
 	}
+	// No other facility's staff can read one of these packages, loads or
+	// recalls by name (BOLA).
+	if n := sys.checkObjectAccess(t, "facilities/outsider"); n["sterilization"] == 0 {
+		t.Error("no sterilization record was tried")
+	} else {
+		t.Logf("reads of another facility's records, all refused: %v", n)
+	}
 }
 
 // cssdPlay drives the CSSD scenario through REST.
