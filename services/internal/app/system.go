@@ -60,6 +60,8 @@ type System struct {
 	runners []runner
 	// peers are the connections for calls between services.
 	peers map[string]*grpc.ClientConn
+	// registry holds the process's metrics.
+	registry *prometheus.Registry
 
 	stores []store.Store
 	redis  goredis.UniversalClient
@@ -125,10 +127,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 	}
 
 	registry := prometheus.NewRegistry()
+	s.registry = registry
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	registry.MustRegister(metrics)
-	storeMetrics := storemetrics.New()
+	storeMetrics := storemetrics.New(events.TypeOf)
 	registry.MustRegister(storeMetrics.Collectors()...)
 
 	for _, t := range serviceTargets() {
@@ -166,12 +169,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 		st := storeMetrics.Instrument(raw, t.name)
 		policy.Merge(t.policy())
 		svc, err := t.build(deps{
-			store:  st,
-			pii:    protector,
-			clock:  opts.Clock,
-			logger: logger.With("service", t.name),
-			peers:  peer.New(t.name, keys, opts.Clock, s.peers),
-			keys:   keys,
+			store:   st,
+			pii:     protector,
+			clock:   opts.Clock,
+			logger:  logger.With("service", t.name),
+			peers:   peer.New(t.name, keys, opts.Clock, s.peers),
+			keys:    keys,
+			metrics: registry,
 		}, &cfg)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", t.name, err)

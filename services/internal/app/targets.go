@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 
 	"google.golang.org/grpc"
@@ -30,6 +31,8 @@ type deps struct {
 	logger *slog.Logger
 	peers  *peer.Peers
 	keys   *auth.Keys
+	// metrics receives a service's own collectors.
+	metrics prometheus.Registerer
 }
 
 // registrar is a built service, ready to be added to the gRPC server.
@@ -76,7 +79,7 @@ func serviceTargets() []serviceTarget {
 			return referral.New(referral.Deps{Store: d.store, Clock: d.clock, Peers: d.peers, Logger: d.logger}, c.Referral)
 		}},
 		{name: feed.Name, policy: feed.Policy, build: func(d deps, cfg *Config) (registrar, error) {
-			return feed.New(feed.Deps{Store: d.store, Clock: d.clock, Peers: d.peers, PII: d.pii, Logger: d.logger, Retention: cfg.EventRetention}, cfg.Feed)
+			return feed.New(feed.Deps{Store: d.store, Clock: d.clock, Peers: d.peers, PII: d.pii, Logger: d.logger, Retention: cfg.EventRetention, Metrics: d.metrics}, cfg.Feed)
 		}},
 	}
 }

@@ -188,6 +188,10 @@ func testLabDay(t *testing.T, sys *system) {
 	if !escalated {
 		t.Fatal("the critical value did not escalate")
 	}
+	// The escalation is counted for the alert rules (issue 11).
+	if m := sys.do(t, "GET", "/metrics", "", "").want(t, 200).raw; !strings.Contains(m, `mcc_events_total{service="lab",type="criticalNotification.escalated_duty_doctor"} 1`) {
+		t.Error("the escalation is not in mcc_events_total")
+	}
 	sys.do(t, "POST", "/v1/lab/"+crit+":acknowledge", w.doctor, `{"readBack":"3.2"}`).want(t, 400).wantReason(t, "READ_BACK_MISMATCH")
 	acked := sys.do(t, "POST", "/v1/lab/"+crit+":acknowledge", w.doctor, `{"readBack":"2.3 mmol/L"}`).want(t, 200)
 	if acked.str(t, "notification.state") != "STATE_CONFIRMED" || acked.get(t, "notification.timely") != false || len(acked.list(t, "notification.attempts")) != 2 {

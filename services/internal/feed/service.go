@@ -27,6 +27,8 @@ import (
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/events"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/countymcc/mcc/services/internal/platform/peer"
 	"github.com/countymcc/mcc/services/internal/platform/pii"
 	"github.com/countymcc/mcc/services/internal/store"
@@ -52,6 +54,7 @@ type Service struct {
 	hub     *hub
 	stop    context.CancelFunc
 	webhook *deliverer
+	metrics *metrics
 	// kick wakes the dispatcher when a subscription changes here.
 	kick chan struct{}
 }
@@ -68,6 +71,8 @@ type Deps struct {
 	// Retention is how long the services keep their events
 	// (-events.retention), for the CURSOR_EXPIRED message.
 	Retention time.Duration
+	// Metrics, if set, receives the webhook delivery metrics.
+	Metrics prometheus.Registerer
 }
 
 // New returns the feed service. Its sources are the services registered in
@@ -81,7 +86,7 @@ func New(d Deps, cfg Config) (*Service, error) {
 	s := &Service{
 		store: d.Store, clock: d.Clock, peers: d.Peers, pii: d.PII, logger: d.Logger, cfg: cfg,
 		retention: d.Retention, feed: events.NewFeed(d.Store, Name), stop: stop, webhook: deliver,
-		kick: make(chan struct{}, 1),
+		kick: make(chan struct{}, 1), metrics: newMetrics(d.Metrics),
 	}
 	var missing []string
 	s.sources, missing = discover(protoregistry.GlobalFiles, d.Peers)

@@ -401,6 +401,7 @@ func (w *worker) record(ctx context.Context, read state, d *feedv1.Delivery, hea
 	if err != nil {
 		return err
 	}
+	w.s.metrics.observe(d, head)
 	if final && redo == "" && len(w.queue) > 0 {
 		w.queue, w.expect = w.queue[1:], next.Cursor
 	}

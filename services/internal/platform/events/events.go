@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -304,4 +305,14 @@ func (f *Feed) decodeCursor(p store.Partition, cursor string) (uint64, error) {
 		return 0, apierr.Invalid("after", "not a cursor of this feed")
 	}
 	return seq, nil
+}
+
+// TypeOf is the type of a stored event ("unknown" if it does not decode),
+// for metrics that count events by type.
+func TypeOf(data []byte) string {
+	ev := &typev1.Event{}
+	if err := proto.Unmarshal(data, ev); err != nil || !utf8.ValidString(ev.GetType()) || ev.GetType() == "" {
+		return "unknown"
+	}
+	return ev.GetType()
 }

@@ -18,7 +18,7 @@ import (
 
 // TestConformance: the measured store is still a complete store.
 func TestConformance(t *testing.T) {
-	m := storemetrics.New()
+	m := storemetrics.New(func([]byte) string { return "event" })
 	storetest.Run(t, func(t *testing.T) storetest.Opener {
 		path := filepath.Join(t.TempDir(), "m.db")
 		return func() (store.Store, error) {
@@ -33,7 +33,7 @@ func TestConformance(t *testing.T) {
 
 func TestOutcomes(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m := storemetrics.New()
+	m := storemetrics.New(func(b []byte) string { return string(b) })
 	reg.MustRegister(m.Collectors()...)
 	b, err := bolt.Open(filepath.Join(t.TempDir(), "m.db"), bolt.Options{})
 	if err != nil {
@@ -50,6 +50,16 @@ func TestOutcomes(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, "p", "missing"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatal(err)
+	}
+	// Events count once committed, never for a failed transaction.
+	if err := s.Txn(ctx, "p", func(tx store.Tx) error { tx.Append([]byte("order.created")); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Txn(ctx, "p", func(tx store.Tx) error { tx.Append([]byte("order.created")); return errors.New("no") }); err == nil {
+		t.Fatal("the failing transaction succeeded")
+	}
+	if got := testutil.ToFloat64(m.Collectors()[1].(*prometheus.CounterVec).WithLabelValues("lab", "order.created")); got != 1 {
+		t.Errorf("mcc_events_total = %v, want 1", got)
 	}
 	for _, want := range []string{`op="txn",outcome="ok",service="lab"`, `op="txn",outcome="conflict",service="lab"`, `op="get",outcome="not_found",service="lab"`} {
 		n, err := testutil.GatherAndCount(reg, "mcc_store_operation_seconds")
