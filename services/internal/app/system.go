@@ -111,7 +111,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 	if err != nil {
 		return nil, err
 	}
-	keys, created, err := auth.LoadKeys(cfg.signingKeyPath(), true, opts.Clock, previous...)
+	// A key path given explicitly (a mounted Secret) must exist: creating
+	// one there would give this replica a key of its own. Only the default
+	// path in the data directory is created on first start.
+	keys, created, err := auth.LoadKeys(cfg.signingKeyPath(), cfg.SigningKey == "", opts.Clock, previous...)
 	if err != nil {
 		return nil, fmt.Errorf("-auth.signing-key: %w", err)
 	}
@@ -121,7 +124,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 			logger.Warn("in redis mode every replica must use the same -auth.signing-key and -pii.key files")
 		}
 	}
-	protector, err := pii.LoadProtector(cfg.piiKeyPath(), true)
+	protector, err := pii.LoadProtector(cfg.piiKeyPath(), cfg.PIIKey == "")
 	if err != nil {
 		return nil, fmt.Errorf("-pii.key: %w", err)
 	}
