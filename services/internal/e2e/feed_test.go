@@ -376,7 +376,11 @@ func TestWebhookDeliveryIsRedeliveredAfterSIGKILL(t *testing.T) {
 // when one stops the other takes the subscription over.
 func TestRedisReplicasShareTheDeliveries(t *testing.T) {
 	addr := redistest.Start(t)
+	// The replicas share keys made beforehand, as a Secret would give them.
 	keysDir := t.TempDir()
+	if out, err := mcc(t, "keys", "-dir", keysDir); err != nil {
+		t.Fatalf("keys: %v %s", err, out)
+	}
 	flags := []string{"-store=redis", "-redis-addr=" + addr, "-redis.prefix=" + redistest.Prefix(t),
 		"-auth.signing-key=" + filepath.Join(keysDir, "signing.key"), "-pii.key=" + filepath.Join(keysDir, "pii.key"),
 		"-feed.allow-loopback", "-feed.lease-ttl=1s", "-feed.delivery-timeout=300ms", "-feed.scan-interval=100ms"}
