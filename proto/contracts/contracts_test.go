@@ -15,9 +15,14 @@ import (
 
 	// Every service package, so that its descriptors are registered.
 	_ "github.com/countymcc/mcc/proto/mcc/admin/v1"
+	_ "github.com/countymcc/mcc/proto/mcc/audit/v1"
 	_ "github.com/countymcc/mcc/proto/mcc/directory/v1"
+	_ "github.com/countymcc/mcc/proto/mcc/ecg/v1"
 	feedv1 "github.com/countymcc/mcc/proto/mcc/feed/v1"
+	_ "github.com/countymcc/mcc/proto/mcc/imaging/v1"
 	_ "github.com/countymcc/mcc/proto/mcc/lab/v1"
+	_ "github.com/countymcc/mcc/proto/mcc/pathology/v1"
+	_ "github.com/countymcc/mcc/proto/mcc/recognition/v1"
 	_ "github.com/countymcc/mcc/proto/mcc/referral/v1"
 	_ "github.com/countymcc/mcc/proto/mcc/sterilization/v1"
 )

@@ -8,6 +8,7 @@ package adminv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "github.com/countymcc/mcc/proto/mcc/type/v1"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -120,13 +121,13 @@ var File_mcc_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_mcc_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x18mcc/admin/v1/admin.proto\x12\fmcc.admin.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\"J\n" +
+	"\x18mcc/admin/v1/admin.proto\x12\fmcc.admin.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1dmcc/type/v1/annotations.proto\"J\n" +
 	"\rBackupRequest\x129\n" +
 	"\bservices\x18\x01 \x03(\tB\x1d\xbaH\x1a\x92\x01\x17\x10\x10\x18\x01\"\x11r\x0f2\r^[a-z]{2,32}$R\bservices\"&\n" +
 	"\x0eBackupResponse\x12\x14\n" +
-	"\x05chunk\x18\x01 \x01(\fR\x05chunk2o\n" +
-	"\fAdminService\x12_\n" +
-	"\x06Backup\x12\x1b.mcc.admin.v1.BackupRequest\x1a\x1c.mcc.admin.v1.BackupResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/admin/backup0\x01B5Z3github.com/countymcc/mcc/proto/mcc/admin/v1;adminv1b\x06proto3"
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk2s\n" +
+	"\fAdminService\x12c\n" +
+	"\x06Backup\x12\x1b.mcc.admin.v1.BackupRequest\x1a\x1c.mcc.admin.v1.BackupResponse\"\x1c\xa8\xbb\x18\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/admin/backup0\x01B5Z3github.com/countymcc/mcc/proto/mcc/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_mcc_admin_v1_admin_proto_rawDescOnce sync.Once

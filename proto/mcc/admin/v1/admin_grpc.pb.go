@@ -32,7 +32,8 @@ type AdminServiceClient interface {
 	// as a tar archive, while the process keeps serving. Each store file in it
 	// is consistent: it holds exactly the transactions committed before its
 	// snapshot began. In Redis mode there is nothing to back up here (use
-	// Redis persistence) and the call fails with FAILED_PRECONDITION.
+	// Redis persistence) and the call fails with FAILED_PRECONDITION. The
+	// archive holds every patient's records, so every backup is audited.
 	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error)
 }
 
@@ -73,7 +74,8 @@ type AdminServiceServer interface {
 	// as a tar archive, while the process keeps serving. Each store file in it
 	// is consistent: it holds exactly the transactions committed before its
 	// snapshot began. In Redis mode there is nothing to back up here (use
-	// Redis persistence) and the call fails with FAILED_PRECONDITION.
+	// Redis persistence) and the call fails with FAILED_PRECONDITION. The
+	// archive holds every patient's records, so every backup is audited.
 	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }

@@ -30,6 +30,14 @@ var file_mcc_type_v1_annotations_proto_extTypes = []protoimpl.ExtensionInfo{
 		Tag:           "varint,50100,opt,name=output_only",
 		Filename:      "mcc/type/v1/annotations.proto",
 	},
+	{
+		ExtendedType:  (*descriptorpb.MethodOptions)(nil),
+		ExtensionType: (*bool)(nil),
+		Field:         50101,
+		Name:          "mcc.type.v1.patient_data",
+		Tag:           "varint,50101,opt,name=patient_data",
+		Filename:      "mcc/type/v1/annotations.proto",
+	},
 }
 
 // Extension fields to descriptorpb.FieldOptions.
@@ -45,23 +53,37 @@ var (
 	E_OutputOnly = &file_mcc_type_v1_annotations_proto_extTypes[0]
 )
 
+// Extension fields to descriptorpb.MethodOptions.
+var (
+	// PatientData marks a method that touches patient data although none of
+	// its messages shows it, such as a backup that streams whole store files
+	// as bytes. The audit interceptor records every call of such a method,
+	// besides those whose messages carry a patient.
+	//
+	// optional bool patient_data = 50101;
+	E_PatientData = &file_mcc_type_v1_annotations_proto_extTypes[1]
+)
+
 var File_mcc_type_v1_annotations_proto protoreflect.FileDescriptor
 
 const file_mcc_type_v1_annotations_proto_rawDesc = "" +
 	"\n" +
 	"\x1dmcc/type/v1/annotations.proto\x12\vmcc.type.v1\x1a google/protobuf/descriptor.proto:@\n" +
 	"\voutput_only\x12\x1d.google.protobuf.FieldOptions\x18\xb4\x87\x03 \x01(\bR\n" +
-	"outputOnlyB3Z1github.com/countymcc/mcc/proto/mcc/type/v1;typev1b\x06proto3"
+	"outputOnly:C\n" +
+	"\fpatient_data\x12\x1e.google.protobuf.MethodOptions\x18\xb5\x87\x03 \x01(\bR\vpatientDataB3Z1github.com/countymcc/mcc/proto/mcc/type/v1;typev1b\x06proto3"
 
 var file_mcc_type_v1_annotations_proto_goTypes = []any{
-	(*descriptorpb.FieldOptions)(nil), // 0: google.protobuf.FieldOptions
+	(*descriptorpb.FieldOptions)(nil),  // 0: google.protobuf.FieldOptions
+	(*descriptorpb.MethodOptions)(nil), // 1: google.protobuf.MethodOptions
 }
 var file_mcc_type_v1_annotations_proto_depIdxs = []int32{
 	0, // 0: mcc.type.v1.output_only:extendee -> google.protobuf.FieldOptions
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	0, // [0:1] is the sub-list for extension extendee
+	1, // 1: mcc.type.v1.patient_data:extendee -> google.protobuf.MethodOptions
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	0, // [0:2] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
 }
 
@@ -77,7 +99,7 @@ func file_mcc_type_v1_annotations_proto_init() {
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mcc_type_v1_annotations_proto_rawDesc), len(file_mcc_type_v1_annotations_proto_rawDesc)),
 			NumEnums:      0,
 			NumMessages:   0,
-			NumExtensions: 1,
+			NumExtensions: 2,
 			NumServices:   0,
 		},
 		GoTypes:           file_mcc_type_v1_annotations_proto_goTypes,
