@@ -125,6 +125,26 @@ func (e *ConditionError) Error() string { return e.Message }
 // Is makes errors.Is(err, ErrFailedPrecondition) true.
 func (e *ConditionError) Is(target error) bool { return target == ErrFailedPrecondition }
 
+// Reason returns the machine-readable reason of a failed precondition:
+// a ConditionError's, or the ErrorInfo reason of a FailedPrecondition
+// status (from a call to another service). It is "" for any other error.
+func Reason(err error) string {
+	var cond *ConditionError
+	if errors.As(err, &cond) {
+		return cond.Reason
+	}
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.FailedPrecondition {
+		return ""
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
 // Code returns the gRPC code for err, by the table.
 func Code(err error) codes.Code {
 	if err == nil {

@@ -85,3 +85,28 @@ func detail[T any](t *testing.T, st *status.Status) T {
 	t.Fatalf("no %T in %v", zero, st.Details())
 	return zero
 }
+
+// TestReason reads a failed precondition's reason from a local error and
+// from the status another service answered with.
+func TestReason(t *testing.T) {
+	cond := Condition("CURSOR_EXPIRED", "too old")
+	st, _ := Status(fmt.Errorf("wrapped: %w", cond))
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"condition", cond, "CURSOR_EXPIRED"},
+		{"wrapped condition", fmt.Errorf("lab: %w", cond), "CURSOR_EXPIRED"},
+		{"status from another service", st.Err(), "CURSOR_EXPIRED"},
+		{"status wrapped", fmt.Errorf("lab: %w", st.Err()), "CURSOR_EXPIRED"},
+		{"other code", status.Error(codes.NotFound, "no"), ""},
+		{"no detail", status.Error(codes.FailedPrecondition, "no"), ""},
+		{"plain error", errors.New("no"), ""},
+		{"nil", nil, ""},
+	} {
+		if got := Reason(tc.err); got != tc.want {
+			t.Errorf("%s: Reason = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

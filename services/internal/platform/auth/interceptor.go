@@ -94,30 +94,45 @@ func needsToken(policy Policy) selector.Matcher {
 // needs one (refusing revoked tokens when rev is not nil), then authorize the
 // caller's roles and scopes against policy.
 func UnaryServerInterceptors(keys *Keys, policy Policy, rev Revocations) []grpc.UnaryServerInterceptor {
-	match := needsToken(policy)
-	return []grpc.UnaryServerInterceptor{
-		selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(authenticate(keys, rev)), match),
-		selector.UnaryServerInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			if err := authorize(ctx, policy, info.FullMethod); err != nil {
-				return nil, err
-			}
-			return handler(ctx, req)
-		}, match),
-	}
+	return []grpc.UnaryServerInterceptor{UnaryAuthenticator(keys, policy, rev), UnaryAuthorizer(policy)}
 }
 
 // StreamServerInterceptors are UnaryServerInterceptors for streams.
 func StreamServerInterceptors(keys *Keys, policy Policy, rev Revocations) []grpc.StreamServerInterceptor {
-	match := needsToken(policy)
-	return []grpc.StreamServerInterceptor{
-		selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(authenticate(keys, rev)), match),
-		selector.StreamServerInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-			if err := authorize(ss.Context(), policy, info.FullMethod); err != nil {
-				return err
-			}
-			return handler(srv, ss)
-		}, match),
-	}
+	return []grpc.StreamServerInterceptor{StreamAuthenticator(keys, policy, rev), StreamAuthorizer(policy)}
+}
+
+// UnaryAuthenticator is the first half of UnaryServerInterceptors: it puts
+// the verified caller into the context. Interceptors that need the caller
+// even when authorization refuses it (the audit trail) run between the two.
+func UnaryAuthenticator(keys *Keys, policy Policy, rev Revocations) grpc.UnaryServerInterceptor {
+	return selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(authenticate(keys, rev)), needsToken(policy))
+}
+
+// UnaryAuthorizer is the second half of UnaryServerInterceptors: it checks
+// the caller's roles and scopes against policy.
+func UnaryAuthorizer(policy Policy) grpc.UnaryServerInterceptor {
+	return selector.UnaryServerInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if err := authorize(ctx, policy, info.FullMethod); err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}, needsToken(policy))
+}
+
+// StreamAuthenticator is UnaryAuthenticator for streams.
+func StreamAuthenticator(keys *Keys, policy Policy, rev Revocations) grpc.StreamServerInterceptor {
+	return selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(authenticate(keys, rev)), needsToken(policy))
+}
+
+// StreamAuthorizer is UnaryAuthorizer for streams.
+func StreamAuthorizer(policy Policy) grpc.StreamServerInterceptor {
+	return selector.StreamServerInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if err := authorize(ss.Context(), policy, info.FullMethod); err != nil {
+			return err
+		}
+		return handler(srv, ss)
+	}, needsToken(policy))
 }
 
 func authenticate(keys *Keys, rev Revocations) grpcauth.AuthFunc {

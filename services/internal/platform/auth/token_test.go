@@ -209,3 +209,37 @@ func TestRevocationList(t *testing.T) {
 		t.Error("a token ID of another community is refused")
 	}
 }
+
+// TestVerifiedTokensStillExpire: Verify remembers a checked token, but a
+// remembered token is refused once expired, and is never accepted before it
+// is valid; what the caller gets is its own copy.
+func TestVerifiedTokensStillExpire(t *testing.T) {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clock.NewManual(time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC))
+	keys := NewKeys(key, clk)
+	tok, err := keys.Issue(Caller{Subject: "d", Community: "demo", Facility: "facilities/dls", Roles: []typev1.Role{typev1.Role_ROLE_CLINICIAN}}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		c, err := keys.Verify(tok)
+		if err != nil || c.Subject != "d" || len(c.Roles) != 1 {
+			t.Fatalf("verification %d: %v %v", i, c, err)
+		}
+		c.Roles[0] = typev1.Role_ROLE_ADMIN
+	}
+	if c, _ := keys.Verify(tok); c.Roles[0] != typev1.Role_ROLE_CLINICIAN {
+		t.Errorf("a caller's change to its roles reached the cache: %v", c.Roles)
+	}
+	clk.Advance(time.Minute)
+	if _, err := keys.Verify(tok); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("an expired remembered token: %v", err)
+	}
+	clk.Advance(-2 * time.Hour)
+	if _, err := keys.Verify(tok); err == nil {
+		t.Error("a remembered token was accepted before it was issued")
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/countymcc/mcc/services/internal/platform/audit"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 )
@@ -61,7 +62,8 @@ func (p *Peers) Conn(name string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
-// OnBehalf returns ctx with the caller's bearer token on outgoing calls.
+// OnBehalf returns ctx with the caller's bearer token, request ID and
+// purpose of use on outgoing calls.
 func OnBehalf(ctx context.Context) context.Context {
 	md, _ := metadata.FromIncomingContext(ctx)
 	out := metadata.MD{}
@@ -70,6 +72,11 @@ func OnBehalf(ctx context.Context) context.Context {
 	}
 	if v := md.Get("x-request-id"); len(v) > 0 {
 		out.Set("x-request-id", v[0])
+	}
+	// The purpose of use travels with the caller's token, so the audit
+	// records of the calls a service makes for it carry the same purpose.
+	if v := md.Get(audit.PurposeMetadata); len(v) > 0 {
+		out.Set(audit.PurposeMetadata, v[0])
 	}
 	return metadata.NewOutgoingContext(ctx, out)
 }

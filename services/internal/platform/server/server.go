@@ -12,9 +12,11 @@ import (
 	"buf.build/go/protovalidate"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	protovalidatemw "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/protovalidate"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -26,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/countymcc/mcc/services/internal/platform/apierr"
+	"github.com/countymcc/mcc/services/internal/platform/audit"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/telemetry"
 )
@@ -69,12 +72,19 @@ type Deps struct {
 	Lifetime context.Context
 	// Transport holds the TLS options of the server (none: plaintext).
 	Transport []grpc.ServerOption
+	// Audit, if not nil, records every call that touches patient data
+	// (see package audit). Nil only in tests of other concerns.
+	Audit *audit.Recorder
 }
 
 // New returns a gRPC server with every MCC interceptor, the health service
 // and reflection. The interceptors run in this order: log the call, recover
-// from panics, map domain errors to statuses, cap the deadline, authenticate
-// and authorize, validate the request with protovalidate, then the handler.
+// from panics, map domain errors to statuses, cap the deadline, authenticate,
+// audit, authorize, validate the request with protovalidate, then the
+// handler. The audit interceptor sits between authentication and
+// authorization, so a call refused by role or by validation is recorded
+// with its outcome, and it sees the handler's domain error before the error
+// mapping turns it into a status.
 func New(cfg Config, d Deps) (*grpc.Server, *health.Server, error) {
 	validator, err := protovalidate.New()
 	if err != nil {
@@ -89,8 +99,13 @@ func New(cfg Config, d Deps) (*grpc.Server, *health.Server, error) {
 		return status.Error(codes.Internal, "internal error")
 	})
 
-	unary := []grpc.UnaryServerInterceptor{logging.UnaryServerInterceptor(logger, logOpts...)}
-	stream := []grpc.StreamServerInterceptor{logging.StreamServerInterceptor(logger, logOpts...)}
+	// Health checks (probes every few seconds, /readyz asking every
+	// service) are not logged: they would drown the calls that matter.
+	notHealth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
+		return c.Service != healthpb.Health_ServiceDesc.ServiceName
+	})
+	unary := []grpc.UnaryServerInterceptor{selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), notHealth)}
+	stream := []grpc.StreamServerInterceptor{selector.StreamServerInterceptor(logging.StreamServerInterceptor(logger, logOpts...), notHealth)}
 	if d.Metrics != nil {
 		unary = append(unary, d.Metrics.UnaryServerInterceptor())
 		stream = append(stream, d.Metrics.StreamServerInterceptor())
@@ -105,8 +120,14 @@ func New(cfg Config, d Deps) (*grpc.Server, *health.Server, error) {
 		apierr.StreamServerInterceptor(d.Logger),
 		endWith(d.Lifetime),
 	)
-	unary = append(unary, auth.UnaryServerInterceptors(d.Keys, d.Policy, d.Revocations)...)
-	stream = append(stream, auth.StreamServerInterceptors(d.Keys, d.Policy, d.Revocations)...)
+	unary = append(unary, auth.UnaryAuthenticator(d.Keys, d.Policy, d.Revocations))
+	stream = append(stream, auth.StreamAuthenticator(d.Keys, d.Policy, d.Revocations))
+	if d.Audit != nil {
+		unary = append(unary, d.Audit.UnaryServerInterceptor())
+		stream = append(stream, d.Audit.StreamServerInterceptor())
+	}
+	unary = append(unary, auth.UnaryAuthorizer(d.Policy))
+	stream = append(stream, auth.StreamAuthorizer(d.Policy))
 	unary = append(unary, protovalidatemw.UnaryServerInterceptor(validator), refuseOutputOnly())
 	stream = append(stream, protovalidatemw.StreamServerInterceptor(validator))
 

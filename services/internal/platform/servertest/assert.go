@@ -6,6 +6,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/countymcc/mcc/services/internal/platform/apierr"
 )
 
 // WantCode fails the test unless err has the gRPC code want.
@@ -38,12 +40,9 @@ func WantField(t testing.TB, err error, field string) {
 func WantReason(t testing.TB, err error, reason string) {
 	t.Helper()
 	WantCode(t, err, codes.FailedPrecondition)
-	for _, d := range status.Convert(err).Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == reason {
-			return
-		}
+	if got := apierr.Reason(err); got != reason {
+		t.Fatalf("ErrorInfo reason %q, want %q, in %v", got, reason, status.Convert(err).Details())
 	}
-	t.Fatalf("no ErrorInfo reason %q in %v", reason, status.Convert(err).Details())
 }
 
 // WantError checks err against a table row that expects either a field

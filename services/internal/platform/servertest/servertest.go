@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
+	"github.com/countymcc/mcc/services/internal/platform/audit"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/server"
@@ -36,9 +37,15 @@ type Env struct {
 	Clock *clock.Manual
 }
 
+// Option changes the server's dependencies.
+type Option func(*server.Deps)
+
+// WithAudit records the audited calls with rec.
+func WithAudit(rec *audit.Recorder) Option { return func(d *server.Deps) { d.Audit = rec } }
+
 // Start serves what register adds under policy, and stops it when the test
 // ends.
-func Start(t testing.TB, clk *clock.Manual, policy auth.Policy, register func(*grpc.Server)) *Env {
+func Start(t testing.TB, clk *clock.Manual, policy auth.Policy, register func(*grpc.Server), opts ...Option) *Env {
 	t.Helper()
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -51,13 +58,17 @@ func Start(t testing.TB, clk *clock.Manual, policy auth.Policy, register func(*g
 	cfg.MaxConcurrentStreams = 1024
 	cfg.MaxDeadline = 30 * time.Second
 	cfg.KeepaliveMinTime = 10 * time.Second
-	srv, _, err := server.New(cfg, server.Deps{
+	deps := server.Deps{
 		Logger:         slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Keys:           keys,
 		Policy:         policy,
 		TracerProvider: noop.NewTracerProvider(),
 		Lifetime:       lifetime,
-	})
+	}
+	for _, o := range opts {
+		o(&deps)
+	}
+	srv, _, err := server.New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

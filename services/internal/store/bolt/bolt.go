@@ -157,6 +157,7 @@ func Open(path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("bolt: open %s: %w", path, err)
 		}
 	}
+	releaseMap(db)
 	go s.commitLoop()
 	return s, nil
 }
