@@ -379,7 +379,8 @@ func (l *Loop) List(ctx context.Context, s store.Store, c auth.Caller, pageToken
 // it on the phone. Spaces and case are ignored. It matches when the read-back
 // is the value, or contains it whole ("血钾 6.8 mmol/L" for "6.8 mmol/L"), or
 // holds exactly one number and that number is the value's, digit for digit
-// ("血钾 6.8" for "6.8 mmol/L"; never "6.80", never "6.5 or 6.8").
+// ("血钾 6.8" for "6.8 mmol/L"; never "6.80", never "6.5 or 6.8"). A
+// finding in words matches by its first word.
 func Matches(readBack, value string) bool {
 	rb, v := normalize(readBack), normalize(value)
 	if rb == "" || v == "" {
@@ -388,9 +389,14 @@ func Matches(readBack, value string) bool {
 	if containsWhole(rb, v) {
 		return true
 	}
-	number, _, _ := strings.Cut(strings.TrimSpace(value), " ")
+	first, _, _ := strings.Cut(strings.TrimSpace(value), " ")
+	if !wholeNumber.MatchString(first) {
+		// A finding in words, "重要病原体感染 serious infection": its first
+		// word, the name said on the phone, is enough.
+		return containsWhole(rb, normalize(first))
+	}
 	said := numberPattern.FindAllString(readBack, -1)
-	return numberPattern.MatchString(number) && len(said) == 1 && said[0] == number
+	return len(said) == 1 && said[0] == first
 }
 
 // containsWhole reports whether s contains v not glued to a digit before
@@ -409,8 +415,13 @@ func containsWhole(s, v string) bool {
 	}
 }
 
-// numberPattern finds the numbers in a read-back.
-var numberPattern = regexp.MustCompile(`[-+]?[0-9]+(?:\.[0-9]+)?`)
+// numberPattern finds the numbers in a read-back; wholeNumber says whether
+// a value's first word is a number (a finding in words may hold digits:
+// "QTc显著延长(超过550ms)").
+var (
+	numberPattern = regexp.MustCompile(`[-+]?[0-9]+(?:\.[0-9]+)?`)
+	wholeNumber   = regexp.MustCompile(`^[-+]?[0-9]+(?:\.[0-9]+)?$`)
+)
 
 func normalize(s string) string {
 	return strings.ToLower(strings.Join(strings.Fields(s), ""))

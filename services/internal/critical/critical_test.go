@@ -284,6 +284,12 @@ func TestMatches(t *testing.T) {
 		{"血钾 16.8 mmol/L", "6.8 mmol/L", false},
 		{"白细胞 1.2 10^9/L", "1.2 10^9/L", true},
 		{"脑梗死", "大面积脑梗死", false},
+		{"重要病原体感染", "重要病原体感染 serious infection (tuberculosis, fungi)", true},
+		{"肺癌", "重要病原体感染 serious infection (tuberculosis, fungi)", false},
+		// Findings in words whose name holds digits.
+		{"严重心动过缓(心室率低于40次/分)", "严重心动过缓(心室率低于40次/分) severe bradycardia below 40 bpm", true},
+		{"QTc显著延长(超过550ms)", "QTc显著延长(超过550ms) QTc above 550 ms", true},
+		{"QTc显著延长(超过500ms)", "QTc显著延长(超过550ms) QTc above 550 ms", false},
 	} {
 		if got := critical.Matches(tt.readBack, tt.value); got != tt.want {
 			t.Errorf("Matches(%q, %q) = %v", tt.readBack, tt.value, got)

@@ -39,6 +39,11 @@ type Config struct {
 	// CacheIdle is how long a cached feed nobody reads keeps following its
 	// service.
 	CacheIdle time.Duration
+	// MaxWaiting bounds the long polls and watches the process holds open
+	// at once; beyond it they are refused with ResourceExhausted (HTTP 429
+	// with Retry-After), so a crowd of clients cannot exhaust memory. 0
+	// means no bound.
+	MaxWaiting int
 }
 
 // RegisterFlags registers the feed flags with their defaults.
@@ -54,6 +59,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.LogRetention, "feed.log-retention", 30*24*time.Hour, "how long webhook delivery log entries are kept")
 	fs.IntVar(&c.CacheEvents, "feed.cache-events", 10000, "recent events kept in memory per service and community for readers that have caught up (0: none)")
 	fs.DurationVar(&c.CacheIdle, "feed.cache-idle", 5*time.Minute, "how long a cached service feed nobody reads is kept")
+	fs.IntVar(&c.MaxWaiting, "feed.max-waiting", 1000, "long polls and watches held open at once by this process; more are refused with 429 and Retry-After (0: no bound)")
 }
 
 // Validate checks the settings; retention is how long the services keep
@@ -74,6 +80,9 @@ func (c Config) Validate(retention time.Duration) error {
 	}
 	if c.CacheEvents < 0 {
 		errs = append(errs, errors.New("-feed.cache-events: must not be negative"))
+	}
+	if c.MaxWaiting < 0 {
+		errs = append(errs, errors.New("-feed.max-waiting: must not be negative"))
 	}
 	return errors.Join(errs...)
 }

@@ -356,3 +356,75 @@ func TestFeedNeedsAToken(t *testing.T) {
 	_, err = f.feed.Poll(f.clinic(t, "dls"), &feedv1.PollRequest{Wait: durationpb.New(2 * time.Minute)})
 	servertest.WantField(t, err, "wait")
 }
+
+// TestLongPollsAreBounded: beyond -feed.max-waiting open long polls and
+// watches, more are refused at once with ResourceExhausted and a retry
+// delay, while polls that do not wait are served; a place freed is taken
+// again.
+func TestLongPollsAreBounded(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxWaiting = 1
+	f := newFixture(t, cfg)
+	f.county(t)
+	ctx := f.clinic(t, "dls")
+	_, cursor := poll(t, f.feed, ctx, "")
+
+	// The first long poll takes the one place, trying again while a probe
+	// below holds it.
+	done := make(chan error, 1)
+	go func() {
+		for {
+			_, err := f.feed.Poll(ctx, &feedv1.PollRequest{After: cursor, Wait: durationpb.New(10 * time.Second)})
+			if status.Code(err) != codes.ResourceExhausted {
+				done <- err
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	refused := func(err error) bool {
+		if status.Code(err) != codes.ResourceExhausted {
+			return false
+		}
+		for _, d := range status.Convert(err).Details() {
+			if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay().AsDuration() > 0 {
+				return true
+			}
+		}
+		t.Errorf("refused without a RetryInfo: %v", err)
+		return true
+	}
+	// Once the first poll holds the place, a second is refused.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := f.feed.Poll(ctx, &feedv1.PollRequest{After: cursor, Wait: durationpb.New(50 * time.Millisecond)})
+		if refused(err) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a second long poll was never refused")
+		}
+	}
+	stream, err := f.feed.Watch(ctx, &feedv1.WatchRequest{After: cursor})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if !refused(err) {
+		t.Errorf("a watch beyond the bound: %v, want ResourceExhausted", err)
+	}
+	if _, err := f.feed.Poll(ctx, &feedv1.PollRequest{After: cursor}); err != nil {
+		t.Errorf("a poll without a wait: %v", err)
+	}
+
+	// The event ends the first poll; its place is free again.
+	f.village(t, "dls-1", "dls")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.feed.Poll(ctx, &feedv1.PollRequest{After: cursor, Wait: durationpb.New(100 * time.Millisecond)}); err != nil {
+		t.Errorf("a long poll after the place was freed: %v", err)
+	}
+}

@@ -2,13 +2,11 @@ package feed
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -16,6 +14,7 @@ import (
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/platform/apierr"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
+	"github.com/countymcc/mcc/services/internal/platform/eventfeed"
 	"github.com/countymcc/mcc/services/internal/platform/events"
 )
 
@@ -110,9 +109,9 @@ func (s *Service) read(ctx context.Context, v view, pos position, limit int) (ba
 	errs := make([]error, len(s.sources))
 	var direct []int
 	for i, src := range s.sources {
-		if t := s.hub.get(community, src.name); t != nil {
-			if items, end, ok := t.read(pos.At[src.name], v.wants, limit); ok {
-				parts[i] = part{source: src.name, items: items, end: end}
+		if t := s.hub.get(community, src.Name); t != nil {
+			if items, end, ok := t.read(pos.At[src.Name], v.wants, limit); ok {
+				parts[i] = part{source: src.Name, items: items, end: end}
 				continue
 			}
 		}
@@ -122,7 +121,7 @@ func (s *Service) read(ctx context.Context, v view, pos position, limit int) (ba
 		var wg sync.WaitGroup
 		for _, i := range direct {
 			wg.Go(func() {
-				parts[i], errs[i] = s.readSource(ctx, s.sources[i], community, pos.At[s.sources[i].name], v, limit)
+				parts[i], errs[i] = s.readSource(ctx, s.sources[i], community, pos.At[s.sources[i].Name], v, limit)
 			})
 		}
 		wg.Wait()
@@ -132,14 +131,14 @@ func (s *Service) read(ctx context.Context, v view, pos position, limit int) (ba
 		if err == nil {
 			continue
 		}
-		if err := s.explain(s.sources[i].name, err); err != nil {
+		if err := s.explain(s.sources[i].Name, err); err != nil {
 			return batch{}, err
 		}
 		if ctx.Err() != nil {
 			return batch{}, ctx.Err()
 		}
-		b.unavailable = append(b.unavailable, s.sources[i].name)
-		s.logger.DebugContext(ctx, "feed: a service could not be read", "source", s.sources[i].name, "error", err.Error())
+		b.unavailable = append(b.unavailable, s.sources[i].Name)
+		s.logger.DebugContext(ctx, "feed: a service could not be read", "source", s.sources[i].Name, "error", err.Error())
 	}
 	for _, p := range parts {
 		b.more = b.more || p.more
@@ -152,17 +151,17 @@ func (s *Service) read(ctx context.Context, v view, pos position, limit int) (ba
 // wanted events, reaches the end, or has read directPages pages. At the end
 // it starts a tail there, so the next read comes from memory. A call that
 // fails after others succeeded keeps what they read.
-func (s *Service) readSource(ctx context.Context, src *source, community, cursor string, v view, limit int) (part, error) {
+func (s *Service) readSource(ctx context.Context, src *eventfeed.Source, community, cursor string, v view, limit int) (part, error) {
 	sctx, err := s.peers.AsService(ctx, community)
 	if err != nil {
 		return part{}, err
 	}
-	p := part{source: src.name}
+	p := part{source: src.Name}
 	for page := range directPages {
 		cctx, cancel := context.WithTimeout(sctx, callTimeout)
-		resp, err := src.listEvents(cctx, cursor, directPage)
+		resp, err := src.List(cctx, cursor, directPage)
 		cancel()
-		if err != nil && page > 0 && ctx.Err() == nil && s.explain(src.name, err) == nil {
+		if err != nil && page > 0 && ctx.Err() == nil && s.explain(src.Name, err) == nil {
 			p.more = true
 			return p, nil
 		}
@@ -199,19 +198,15 @@ func (s *Service) explain(source string, err error) error {
 	if !ok {
 		return nil
 	}
-	switch st.Code() {
-	case codes.FailedPrecondition:
-		for _, d := range st.Details() {
-			if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == events.ReasonCursorExpired {
-				return &apierr.ConditionError{
-					Reason: events.ReasonCursorExpired,
-					Message: fmt.Sprintf("the cursor is older than the events the %s service keeps (%s); resynchronize: read the current state of what you follow "+
-						"(orders, reports, referrals), then follow the feed again without a cursor, which starts at the oldest event kept", source, retentionText(s.retention)),
-					Metadata: map[string]string{"source": source},
-				}
-			}
+	switch {
+	case apierr.Reason(err) == events.ReasonCursorExpired:
+		return &apierr.ConditionError{
+			Reason: events.ReasonCursorExpired,
+			Message: fmt.Sprintf("the cursor is older than the events the %s service keeps (%s); resynchronize: read the current state of what you follow "+
+				"(orders, reports, referrals), then follow the feed again without a cursor, which starts at the oldest event kept", source, retentionText(s.retention)),
+			Metadata: map[string]string{"source": source},
 		}
-	case codes.InvalidArgument:
+	case st.Code() == codes.InvalidArgument:
 		return apierr.Invalid("after", "not a cursor of the facility feed: its %s position is not valid", source)
 	}
 	return nil
@@ -300,7 +295,4 @@ func (s *Service) next(ctx context.Context, v view, pos position, limit int, wai
 }
 
 // isCursorExpired reports whether err is the feed's CURSOR_EXPIRED.
-func isCursorExpired(err error) bool {
-	var cond *apierr.ConditionError
-	return errors.As(err, &cond) && cond.Reason == events.ReasonCursorExpired
-}
+func isCursorExpired(err error) bool { return apierr.Reason(err) == events.ReasonCursorExpired }

@@ -18,14 +18,19 @@ import (
 	"log/slog"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	feedv1 "github.com/countymcc/mcc/proto/mcc/feed/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/platform/apierr"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
+	"github.com/countymcc/mcc/services/internal/platform/eventfeed"
 	"github.com/countymcc/mcc/services/internal/platform/events"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -50,13 +55,16 @@ type Service struct {
 	retention time.Duration
 	feed      *events.Feed
 
-	sources []*source
+	sources []*eventfeed.Source
 	hub     *hub
 	stop    context.CancelFunc
 	webhook *deliverer
 	metrics *metrics
 	// kick wakes the dispatcher when a subscription changes here.
 	kick chan struct{}
+	// waiting holds a token for each open long poll and watch, when
+	// Config.MaxWaiting bounds them.
+	waiting chan struct{}
 }
 
 var _ feedv1.FeedServiceServer = (*Service)(nil)
@@ -88,8 +96,11 @@ func New(d Deps, cfg Config) (*Service, error) {
 		retention: d.Retention, feed: events.NewFeed(d.Store, Name), stop: stop, webhook: deliver,
 		kick: make(chan struct{}, 1), metrics: newMetrics(d.Metrics),
 	}
+	if cfg.MaxWaiting > 0 {
+		s.waiting = make(chan struct{}, cfg.MaxWaiting)
+	}
 	var missing []string
-	s.sources, missing = discover(protoregistry.GlobalFiles, d.Peers)
+	s.sources, missing = eventfeed.Discover(protoregistry.GlobalFiles, d.Peers)
 	if len(missing) > 0 {
 		d.Logger.Info("feed: services without a connection are left out of the feed; their cursor positions are kept", "services", missing)
 	}
@@ -165,11 +176,39 @@ func (s *Service) Poll(ctx context.Context, req *feedv1.PollRequest) (*feedv1.Po
 	if req.GetPageSize() > 0 {
 		size = min(int(req.GetPageSize()), pageMax)
 	}
+	if wait > 0 {
+		release, err := s.admitWaiting()
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+	}
 	b, err := s.next(ctx, view{caller: c}, pos, size, wait)
 	if err != nil {
 		return nil, err
 	}
 	return &feedv1.PollResponse{Events: b.events, NextCursor: b.next.encode(), UnavailableSources: b.unavailable}, nil
+}
+
+// waitingRetry is the Retry-After of a long poll or watch refused because
+// too many are open.
+const waitingRetry = 5 * time.Second
+
+// admitWaiting takes a place for a long poll or a watch, or refuses it
+// with ResourceExhausted and a RetryInfo when Config.MaxWaiting are open.
+// release gives the place back.
+func (s *Service) admitWaiting() (release func(), err error) {
+	if s.waiting == nil {
+		return func() {}, nil
+	}
+	select {
+	case s.waiting <- struct{}{}:
+		return func() { <-s.waiting }, nil
+	default:
+		st := status.Newf(codes.ResourceExhausted, "%d long polls and watches of the feed are open in this process, its limit; retry later, or poll without waiting", cap(s.waiting))
+		st, _ = st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(waitingRetry)})
+		return nil, st.Err()
+	}
 }
 
 // watchWait is how long one round of Watch waits before it reads again.
@@ -186,6 +225,11 @@ func (s *Service) Watch(req *feedv1.WatchRequest, stream grpc.ServerStreamingSer
 	if err != nil {
 		return err
 	}
+	release, err := s.admitWaiting()
+	if err != nil {
+		return err
+	}
+	defer release()
 	for {
 		b, err := s.next(ctx, view{caller: c}, pos, pageMax, watchWait)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
+	"github.com/countymcc/mcc/services/internal/platform/eventfeed"
 )
 
 // hub keeps, for each community and source that readers have caught up
@@ -56,11 +57,11 @@ func (h *hub) get(community, source string) *tail {
 
 // ensure starts a tail of src in community after cursor, unless one runs.
 // Readers call it when they have read src up to its end at cursor.
-func (h *hub) ensure(community string, src *source, cursor string) {
+func (h *hub) ensure(community string, src *eventfeed.Source, cursor string) {
 	if h.window <= 0 || h.lifetime.Err() != nil {
 		return
 	}
-	key := tailKey{community, src.name}
+	key := tailKey{community, src.Name}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.tails[key] != nil {
@@ -130,7 +131,7 @@ func (h *hub) sweep() {
 type tail struct {
 	hub    *hub
 	key    tailKey
-	src    *source
+	src    *eventfeed.Source
 	cancel context.CancelFunc
 	// start is the cursor the tail began after, at position 0.
 	start string
@@ -224,13 +225,13 @@ func (t *tail) run(ctx context.Context) {
 		}
 		switch status.Code(err) {
 		case codes.FailedPrecondition, codes.InvalidArgument, codes.PermissionDenied, codes.Unimplemented, codes.Unauthenticated:
-			t.hub.logger.Warn("feed: stopped following a service; readers read it directly", "source", t.src.name, "error", err.Error())
+			t.hub.logger.Warn("feed: stopped following a service; readers read it directly", "source", t.src.Name, "error", err.Error())
 			return
 		}
 		if received {
 			delay = tailRetryMin
 		}
-		t.hub.logger.Debug("feed: reconnecting to a service's events", "source", t.src.name, "error", err)
+		t.hub.logger.Debug("feed: reconnecting to a service's events", "source", t.src.Name, "error", err)
 		select {
 		case <-ctx.Done():
 			return
@@ -249,7 +250,7 @@ func (t *tail) follow(ctx context.Context) (received bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	stream, err := t.src.watchEvents(sctx, t.last())
+	stream, err := t.src.Watch(sctx, t.last())
 	if err != nil {
 		return false, err
 	}
@@ -286,9 +287,9 @@ func (t *tail) probe(ctx context.Context, cancel context.CancelFunc, got <-chan 
 			continue
 		default:
 		}
-		resp, err := t.src.listEvents(ctx, t.last(), 1)
+		resp, err := t.src.List(ctx, t.last(), 1)
 		if err == nil && len(resp.GetEvents()) > 0 {
-			t.hub.logger.Warn("feed: a service's event stream stalled; reconnecting", "source", t.src.name)
+			t.hub.logger.Warn("feed: a service's event stream stalled; reconnecting", "source", t.src.Name)
 			cancel()
 			return
 		}

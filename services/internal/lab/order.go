@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	labv1 "github.com/countymcc/mcc/proto/mcc/lab/v1"
@@ -135,39 +133,43 @@ func (s *Service) CreateOrder(ctx context.Context, req *labv1.CreateOrderRequest
 	return &labv1.CreateOrderResponse{Order: out}, nil
 }
 
+// StoreOrder writes a placed order in tx as CreateOrder stores one (the
+// record, its facility and worklist indexes, its order.created event) but
+// without its checks and the directory: for loading test volumes (mcc bench
+// -startup-records), so they keep the lab's own layout.
+func StoreOrder(tx store.Tx, c auth.Caller, now time.Time, o *labv1.Order) error {
+	resource.Stamp(o, now, true)
+	if err := orders.Create(tx, o); err != nil {
+		return err
+	}
+	if err := tx.Put(byFacilityKey(o), nil); err != nil {
+		return err
+	}
+	if err := tx.Put(worklistKey(o), nil); err != nil {
+		return err
+	}
+	return events.Append(tx, c, now, orders.Change(orders.Event+".created", o, 1))
+}
+
 // fromDirectory reads the patient and the caller's facility from the
 // directory, as the lab service itself: the patient must exist in the
 // community, and the facility's directory record names its lab center.
 func (s *Service) fromDirectory(ctx context.Context, c auth.Caller, patient string) (*directoryv1.Patient, string, error) {
-	conn, err := s.peers.Conn(directory.Name)
-	if err != nil {
-		return nil, "", err
-	}
-	sctx, err := s.peers.AsService(ctx, c.Community)
-	if err != nil {
-		return nil, "", err
-	}
-	dir := directoryv1.NewDirectoryServiceClient(conn)
-	p, err := dir.GetPatient(sctx, &directoryv1.GetPatientRequest{Name: patient})
-	if status.Code(err) == codes.NotFound {
+	p, err := s.dir.Patient(ctx, c, patient)
+	if errors.Is(err, directory.ErrNoPatient) {
 		return nil, "", apierr.Invalid("order.patient", "is not a patient of the community's directory")
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("directory: %w", err)
+		return nil, "", err
 	}
-	f, err := dir.GetFacility(sctx, &directoryv1.GetFacilityRequest{Name: c.Facility})
-	if status.Code(err) == codes.NotFound {
+	lab, err := s.dir.Center(ctx, c, typev1.Center_CENTER_LAB)
+	switch {
+	case errors.Is(err, directory.ErrFacilityUnknown):
 		return nil, "", apierr.Condition("FACILITY_UNKNOWN", "the caller's facility %s is not in the directory", c.Facility)
+	case errors.Is(err, directory.ErrNoCenter):
+		return nil, "", apierr.Condition("NO_LAB_CENTER", "the directory assigns no lab center to %s", c.Facility)
 	}
-	if err != nil {
-		return nil, "", fmt.Errorf("directory: %w", err)
-	}
-	for _, a := range f.GetFacility().GetCenters() {
-		if a.GetCenter() == typev1.Center_CENTER_LAB {
-			return p.GetPatient(), a.GetFacility(), nil
-		}
-	}
-	return nil, "", apierr.Condition("NO_LAB_CENTER", "the directory assigns no lab center to %s", c.Facility)
+	return p, lab, err
 }
 
 // GetOrder returns an order with its specimens and reports.

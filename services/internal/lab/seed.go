@@ -254,3 +254,18 @@ func sortedCodes(seed map[string]*labv1.Test) []string {
 	slices.Sort(codes)
 	return codes
 }
+
+// SeedTests returns the built-in catalog (catalog version 1) in code
+// order. The recognition catalog is seeded from its recognition flags and
+// prices.
+func SeedTests() ([]*labv1.Test, error) {
+	seed, err := seedCatalog()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*labv1.Test, 0, len(seed))
+	for _, code := range sortedCodes(seed) {
+		out = append(out, seed[code])
+	}
+	return out, nil
+}

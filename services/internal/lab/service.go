@@ -25,6 +25,7 @@ import (
 	labv1 "github.com/countymcc/mcc/proto/mcc/lab/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/critical"
+	"github.com/countymcc/mcc/services/internal/directory"
 	"github.com/countymcc/mcc/services/internal/platform/apierr"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
@@ -69,6 +70,7 @@ type Service struct {
 	store     store.Store
 	clock     clock.Clock
 	peers     *peer.Peers
+	dir       *directory.Lookup
 	logger    *slog.Logger
 	cfg       Config
 	feed      *events.Feed
@@ -98,6 +100,7 @@ func New(s store.Store, clk clock.Clock, peers *peer.Peers, logger *slog.Logger,
 		store:     s,
 		clock:     clk,
 		peers:     peers,
+		dir:       directory.NewLookup(peers),
 		logger:    logger,
 		cfg:       cfg,
 		feed:      events.NewFeed(s, Name),

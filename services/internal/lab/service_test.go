@@ -12,12 +12,15 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	labv1 "github.com/countymcc/mcc/proto/mcc/lab/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/critical"
 	"github.com/countymcc/mcc/services/internal/lab"
 	"github.com/countymcc/mcc/services/internal/platform/apierr"
+	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/servertest"
+	"github.com/countymcc/mcc/services/internal/store"
 )
 
 // ignoreStamps drops the fields stamped with the clock or with generated
@@ -158,6 +161,10 @@ func TestErrors(t *testing.T) {
 			_, err := f.lab.CreateOrder(f.as(t, "doc-x", "xhr", clinician), &labv1.CreateOrderRequest{Order: &labv1.Order{Patient: f.batu, Tests: []string{"2823-3"}, Priority: labv1.Priority_PRIORITY_STAT}})
 			return err
 		}, reason: "NO_LAB_CENTER"},
+		{name: "facility not in the directory", call: func() error {
+			_, err := f.lab.CreateOrder(f.as(t, "doc-y", "nowhere", clinician), &labv1.CreateOrderRequest{Order: &labv1.Order{Patient: f.batu, Tests: []string{"2823-3"}, Priority: labv1.Priority_PRIORITY_STAT}})
+			return err
+		}, reason: "FACILITY_UNKNOWN"},
 		{name: "specimen for a test not ordered", call: func() error {
 			_, err := f.lab.CreateSpecimen(f.doctor(t), &labv1.CreateSpecimenRequest{Barcode: "E0100", Specimen: &labv1.Specimen{Order: o.GetName(), Tests: []string{"2951-2"}}})
 			return err
@@ -631,5 +638,59 @@ func TestWatchEventsStreamsTheFacilitysChanges(t *testing.T) {
 	}
 	if ev.GetEvent().GetType() != "order.created" || ev.GetEvent().GetResource() != o.GetName() {
 		t.Errorf("first event %v", ev.GetEvent())
+	}
+}
+
+// TestDirectoryAnswersThatRefuseAreNotKept: the lab reuses the directory's
+// answers for a while, but only those that let an order through; a
+// facility added to the directory after a refused order can order at once.
+func TestDirectoryAnswersThatRefuseAreNotKept(t *testing.T) {
+	f := newFixture(t)
+	order := func() error {
+		_, err := f.lab.CreateOrder(f.as(t, "doc-cj", "cj", clinician), &labv1.CreateOrderRequest{Order: &labv1.Order{Patient: f.batu, Tests: []string{"2823-3"}, Priority: labv1.Priority_PRIORITY_ROUTINE}})
+		return err
+	}
+	servertest.WantReason(t, order(), "FACILITY_UNKNOWN")
+	_, err := f.dir.CreateFacility(f.as(t, "admin", "qrmyy", admin), &directoryv1.CreateFacilityRequest{FacilityId: "cj", Facility: &directoryv1.Facility{
+		DisplayName: "川井苏木卫生院", Level: typev1.FacilityLevel_FACILITY_LEVEL_TOWNSHIP_HEALTH_CENTER, Parent: "facilities/qrmyy",
+		Centers: []*directoryv1.CenterAssignment{{Center: typev1.Center_CENTER_LAB, Facility: "facilities/qrmyy"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := order(); err != nil {
+		t.Errorf("an order from the facility just added: %v", err)
+	}
+}
+
+// TestStoreOrder: an order loaded with StoreOrder (test volumes for mcc
+// bench) is what CreateOrder would have stored: readable, on the placing
+// facility's list and the lab's worklist, and in the change feed.
+func TestStoreOrder(t *testing.T) {
+	f := newFixture(t)
+	now := f.Clock.Now()
+	o := &labv1.Order{
+		Name: "orders/01a20a6c-29b9-7f20-add9-fb0699eb21c4", RequestingFacility: "facilities/dls", LabFacility: "facilities/qrmyy", Clinician: "practitioners/doc-han",
+		Patient: f.batu, Tests: []string{"2823-3"}, Priority: labv1.Priority_PRIORITY_ROUTINE, State: labv1.Order_STATE_PLACED,
+	}
+	actor := auth.Caller{Subject: "loader", Community: community, Facility: "facilities/dls", Roles: []typev1.Role{clinician}}
+	if err := f.labStore.Txn(context.Background(), community, func(tx store.Tx) error { return lab.StoreOrder(tx, actor, now, o) }); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.lab.GetOrder(f.doctor(t), &labv1.GetOrderRequest{Name: o.GetName()})
+	if err != nil || got.GetOrder().GetEtag() != "1" || !got.GetOrder().GetCreateTime().AsTime().Equal(now) {
+		t.Fatalf("stored order: %v, %v", got.GetOrder(), err)
+	}
+	placed, err := f.lab.ListOrders(f.doctor(t), &labv1.ListOrdersRequest{})
+	if err != nil || len(placed.GetOrders()) != 1 {
+		t.Errorf("the facility's orders: %v, %v", placed.GetOrders(), err)
+	}
+	worklist, err := f.lab.ListWorklist(f.wang(t), &labv1.ListWorklistRequest{})
+	if err != nil || len(worklist.GetOrders()) != 1 {
+		t.Errorf("the worklist: %v, %v", worklist.GetOrders(), err)
+	}
+	evs, err := f.lab.ListEvents(f.doctor(t), &labv1.ListEventsRequest{})
+	if err != nil || len(evs.GetEvents()) == 0 || evs.GetEvents()[len(evs.GetEvents())-1].GetType() != "order.created" {
+		t.Errorf("events: %v, %v", evs.GetEvents(), err)
 	}
 }

@@ -2,15 +2,12 @@ package lab
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"math"
 	"slices"
 	"time"
 
 	labv1 "github.com/countymcc/mcc/proto/mcc/lab/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
-	"github.com/countymcc/mcc/services/internal/platform/apierr"
+	"github.com/countymcc/mcc/services/internal/platform/facts"
 	"github.com/countymcc/mcc/services/internal/store"
 )
 
@@ -42,8 +39,6 @@ func cst() *time.Location { return time.FixedZone("CST", 8*60*60) }
 
 func dayOf(t time.Time) string { return t.In(cst()).Format(time.DateOnly) }
 
-func factPrefix(day string) string { return "stat/" + day + "/" }
-
 func doneFact(o *labv1.Order, sp *labv1.Specimen, r *labv1.Report, crits map[string]string, now time.Time) fact {
 	return fact{
 		Facility: o.GetRequestingFacility(), Lab: o.GetLabFacility(), Tests: sp.GetTests(),
@@ -60,19 +55,7 @@ func rejectedFact(o *labv1.Order, sp *labv1.Specimen, now time.Time) fact {
 	}
 }
 
-func putFact(tx store.Tx, f fact) error {
-	data, err := json.Marshal(f)
-	if err != nil {
-		return err
-	}
-	return tx.Put(factPrefix(f.day)+f.barcode, data)
-}
-
-// Bounds of one statistics call.
-const (
-	maxDays  = 92
-	maxFacts = 200000
-)
+func putFact(tx store.Tx, f fact) error { return facts.Put(tx, f.day, f.barcode, f) }
 
 // GetStatistics aggregates the facts of a range of days per requesting
 // facility, test and day.
@@ -81,48 +64,21 @@ func (s *Service) GetStatistics(ctx context.Context, req *labv1.GetStatisticsReq
 	if err != nil {
 		return nil, err
 	}
-	start, err := time.ParseInLocation(time.DateOnly, req.GetStartDay(), cst())
+	start, end, err := facts.Days(req.GetStartDay(), req.GetEndDay(), cst())
 	if err != nil {
-		return nil, apierr.Invalid("start_day", "not a date")
-	}
-	end, err := time.ParseInLocation(time.DateOnly, req.GetEndDay(), cst())
-	if err != nil {
-		return nil, apierr.Invalid("end_day", "not a date")
-	}
-	if end.Before(start) || end.Sub(start) > maxDays*24*time.Hour {
-		return nil, apierr.Invalid("end_day", "must be from start_day to %d days after it", maxDays)
+		return nil, err
 	}
 	agg := newAggregate()
-	n := 0
-	for d := start; !d.After(end); d = d.AddDate(0, 0, 1) {
-		prefix := factPrefix(d.Format(time.DateOnly))
-		for after := ""; ; {
-			recs, more, err := s.store.List(ctx, p, prefix, after, 1000)
-			if err != nil {
-				return nil, err
-			}
-			for _, rec := range recs {
-				after = rec.Key
-				if n++; n > maxFacts {
-					return nil, apierr.Invalid("end_day", "more than %d specimens; ask for fewer days", maxFacts)
-				}
-				var f fact
-				if err := json.Unmarshal(rec.Value, &f); err != nil {
-					return nil, fmt.Errorf("decode %s: %w", rec.Key, err)
-				}
-				f.day = d.Format(time.DateOnly)
-				seesAll := c.SeesCommunity() || c.Has(typev1.Role_ROLE_AUDITOR) || c.Facility == f.Lab
-				if (!seesAll && c.Facility != f.Facility) || (req.GetFacility() != "" && req.GetFacility() != f.Facility) {
-					continue
-				}
-				if err := agg.add(ctx, s, p, f); err != nil {
-					return nil, err
-				}
-			}
-			if !more {
-				break
-			}
+	err = facts.Scan(ctx, s.store, p, start, end, "specimens", func(day string, f fact) error {
+		f.day = day
+		seesAll := c.SeesCommunity() || c.Has(typev1.Role_ROLE_AUDITOR) || c.Facility == f.Lab
+		if (!seesAll && c.Facility != f.Facility) || (req.GetFacility() != "" && req.GetFacility() != f.Facility) {
+			return nil
 		}
+		return agg.add(ctx, s, p, f)
+	})
+	if err != nil {
+		return nil, err
 	}
 	return &labv1.GetStatisticsResponse{Rows: agg.rows()}, nil
 }
@@ -232,9 +188,5 @@ func turnaround(minutes []float64) *labv1.Turnaround {
 		return nil
 	}
 	slices.Sort(minutes)
-	rank := func(q float64) float64 {
-		i := int(math.Ceil(q*float64(len(minutes)))) - 1
-		return minutes[max(i, 0)]
-	}
-	return &labv1.Turnaround{MedianMinutes: rank(0.5), P90Minutes: rank(0.9)}
+	return &labv1.Turnaround{MedianMinutes: facts.NearestRank(minutes, 0.5), P90Minutes: facts.NearestRank(minutes, 0.9)}
 }
