@@ -41,6 +41,11 @@ run: ## Run the whole system on the embedded store (REST :8080, gRPC :9090).
 test: ## Run every test of the three modules (Redis tests start their own redis-server).
 	$(GO) test -race -count=1 -timeout=30m $(TEST_FLAGS) $(MODULES)
 
+.PHONY: test-faults
+test-faults: ## Run the fault tests: SIGKILL, Redis restart and failover, split mode, abusive clients (docs/RELIABILITY.md).
+	$(GO) vet -tags faults ./services/internal/faults/
+	$(GO) test -tags faults -count=1 -timeout=15m -v $(TEST_FLAGS) ./services/internal/faults/
+
 .PHONY: build
 build: ## Build the mcc binary into bin/mcc.
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/mcc ./services/cmd/mcc

@@ -15,8 +15,11 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net/http"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,15 +30,22 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	adminv1 "github.com/countymcc/mcc/proto/mcc/admin/v1"
+	auditv1 "github.com/countymcc/mcc/proto/mcc/audit/v1"
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
+	ecgv1 "github.com/countymcc/mcc/proto/mcc/ecg/v1"
 	feedv1 "github.com/countymcc/mcc/proto/mcc/feed/v1"
+	imagingv1 "github.com/countymcc/mcc/proto/mcc/imaging/v1"
 	labv1 "github.com/countymcc/mcc/proto/mcc/lab/v1"
+	pathologyv1 "github.com/countymcc/mcc/proto/mcc/pathology/v1"
+	recognitionv1 "github.com/countymcc/mcc/proto/mcc/recognition/v1"
 	referralv1 "github.com/countymcc/mcc/proto/mcc/referral/v1"
 	sterilizationv1 "github.com/countymcc/mcc/proto/mcc/sterilization/v1"
 	"github.com/countymcc/mcc/proto/openapi"
@@ -52,10 +62,15 @@ type registerFunc func(context.Context, *runtime.ServeMux, *grpc.ClientConn) err
 func handlers() map[string]registerFunc {
 	return map[string]registerFunc{
 		"admin":         adminv1.RegisterAdminServiceHandler,
+		"audit":         auditv1.RegisterAuditServiceHandler,
 		"directory":     directoryv1.RegisterDirectoryServiceHandler,
 		"lab":           labv1.RegisterLabServiceHandler,
+		"imaging":       imagingv1.RegisterImagingServiceHandler,
+		"ecg":           ecgv1.RegisterEcgServiceHandler,
+		"pathology":     pathologyv1.RegisterPathologyServiceHandler,
 		"sterilization": sterilizationv1.RegisterSterilizationServiceHandler,
 		"referral":      referralv1.RegisterReferralServiceHandler,
+		"recognition":   recognitionv1.RegisterRecognitionServiceHandler,
 		"feed":          feedv1.RegisterFeedServiceHandler,
 	}
 }
@@ -74,6 +89,16 @@ func Services() []string {
 // The gateway forwards it as gRPC metadata, makes one up when the client sent
 // none, and echoes it in the response.
 const RequestIDHeader = "X-Request-Id"
+
+// PurposeHeader declares the purpose of use of a call (`TREATMENT`,
+// `QUALITY-REVIEW`...). The gateway checks it and forwards it as the gRPC
+// metadata `x-mcc-purpose`, which the audit trail records.
+const PurposeHeader = "X-MCC-Purpose"
+
+// purposePattern is the shape of a purpose: at most 64 letters, digits,
+// spaces and _.:/-, starting with a letter or digit. Nothing else (no
+// control characters, no line breaks) reaches the audit trail.
+var purposePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 _.:/-]{0,63}$`)
 
 type options struct {
 	maxBodyBytes   int64
@@ -121,6 +146,7 @@ func New(ctx context.Context, endpoints Endpoints, opts ...Option) (http.Handler
 	mux := runtime.NewServeMux(
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
+		runtime.WithErrorHandler(retryAfter),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{Marshaler: &runtime.JSONPb{
 			MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
@@ -169,7 +195,7 @@ func New(ctx context.Context, endpoints Endpoints, opts ...Option) (http.Handler
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }),
 	)
 	root := http.NewServeMux()
-	root.Handle("/", rateLimit(o.limiter, o.limitKey, stripForwarded(api)))
+	root.Handle("/", rateLimit(o.limiter, o.limitKey, stripForwarded(checkPurpose(api))))
 	root.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(openapi.Document)
@@ -192,10 +218,25 @@ func New(ctx context.Context, endpoints Endpoints, opts ...Option) (http.Handler
 // always forwards Authorization itself; every other header a client sends
 // stays at the gateway, so no header can smuggle metadata into a service.
 func incomingHeader(h string) (string, bool) {
-	if strings.EqualFold(h, RequestIDHeader) {
+	switch {
+	case strings.EqualFold(h, RequestIDHeader):
 		return "x-request-id", true
+	case strings.EqualFold(h, PurposeHeader):
+		return "x-mcc-purpose", true
 	}
 	return "", false
+}
+
+// checkPurpose refuses a request whose X-MCC-Purpose header is repeated or
+// malformed with 400, before it becomes metadata.
+func checkPurpose(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v, ok := r.Header[http.CanonicalHeaderKey(PurposeHeader)]; ok && (len(v) != 1 || !purposePattern.MatchString(v[0])) {
+			writeError(w, http.StatusBadRequest, "INVALID_ARGUMENT", PurposeHeader+": must be one value of at most 64 letters, digits, spaces and _.:/-")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // stripForwarded drops client-supplied X-Forwarded-* headers. grpc-gateway
@@ -314,4 +355,18 @@ func readiness(conns map[string]*grpc.ClientConn) http.HandlerFunc {
 		}
 		json.NewEncoder(w).Encode(report)
 	}
+}
+
+// retryAfter is grpc-gateway's error handler, which also turns a status's
+// google.rpc.RetryInfo (a service that is busy, say too many long polls)
+// into a Retry-After header, in whole seconds.
+func retryAfter(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	if st, ok := status.FromError(err); ok {
+		for _, d := range st.Details() {
+			if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay().AsDuration() > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ri.GetRetryDelay().AsDuration().Seconds()))))
+			}
+		}
+	}
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -88,6 +89,60 @@ func TestOnlyTokenAndRequestIDBecomeMetadata(t *testing.T) {
 		if strings.Contains(strings.Join(v, ","), "facilities/other") || strings.Contains(strings.Join(v, ","), "6.6.6.6") || strings.Contains(strings.Join(v, ","), "session") {
 			t.Errorf("client header leaked into metadata %s=%v", k, v)
 		}
+	}
+}
+
+// TestPurposeHeader: a well-formed X-MCC-Purpose becomes the metadata
+// x-mcc-purpose for the audit trail; a malformed or repeated one is refused
+// with 400 before it reaches any service.
+func TestPurposeHeader(t *testing.T) {
+	ts, rec := start(t)
+	for _, tt := range []struct {
+		name   string
+		values []string
+		status int
+	}{
+		{"plain", []string{"TREATMENT"}, 200},
+		{"phrase", []string{"quality review 2026-Q3"}, 200},
+		{"too long", []string{strings.Repeat("x", 65)}, 400},
+		{"leading punctuation", []string{"-TREATMENT"}, 400},
+		{"control character", []string{"TREATMENT\tx"}, 400},
+		{"log injection", []string{"x\" level=ERROR"}, 400},
+		{"repeated", []string{"TREATMENT", "PAYMENT"}, 400},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rec.mu.Lock()
+			rec.md = nil
+			rec.mu.Unlock()
+			req, _ := http.NewRequest("GET", ts.URL+"/v1/facilities/dls", nil)
+			for _, v := range tt.values {
+				req.Header.Add("X-MCC-Purpose", v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, body)
+			}
+			rec.mu.Lock()
+			md := rec.md
+			rec.mu.Unlock()
+			if tt.status != 200 {
+				if !strings.Contains(string(body), "X-MCC-Purpose") {
+					t.Errorf("the refusal does not name the header: %s", body)
+				}
+				if md != nil {
+					t.Errorf("a refused request reached the service with %v", md)
+				}
+				return
+			}
+			if got := md.Get("x-mcc-purpose"); len(got) != 1 || got[0] != tt.values[0] {
+				t.Errorf("x-mcc-purpose = %v, want %q", got, tt.values[0])
+			}
+		})
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 )
 
 // serveOAuth adds the OAuth2 endpoints OAuth2 libraries expect, in front of
@@ -74,7 +75,7 @@ func serveOAuth(mux *http.ServeMux, conn *grpc.ClientConn, limit func(http.Handl
 				oauthError(w, http.StatusUnauthorized, "invalid_client", "a valid bearer token is needed to revoke")
 				return
 			}
-			oauthError(w, runtimeStatus(err), "invalid_request", status.Convert(err).Message())
+			oauthError(w, runtime.HTTPStatusFromCode(status.Code(err)), "invalid_request", status.Convert(err).Message())
 			return
 		}
 		w.WriteHeader(http.StatusOK)
@@ -116,20 +117,7 @@ func tokenError(w http.ResponseWriter, err error, basic bool) {
 		}
 		oauthError(w, http.StatusBadRequest, "invalid_request", st.Message())
 	default:
-		oauthError(w, runtimeStatus(err), "server_error", "the token service is not available; retry later")
-	}
-}
-
-func runtimeStatus(err error) int {
-	switch status.Code(err) {
-	case codes.Unavailable:
-		return http.StatusServiceUnavailable
-	case codes.PermissionDenied:
-		return http.StatusForbidden
-	case codes.InvalidArgument, codes.FailedPrecondition:
-		return http.StatusBadRequest
-	default:
-		return http.StatusInternalServerError
+		oauthError(w, runtime.HTTPStatusFromCode(status.Code(err)), "server_error", "the token service is not available; retry later")
 	}
 }
 

@@ -11,6 +11,7 @@
 //	mcc keys rotate -dir DIR                     replace the signing key, keeping the old one
 //	mcc certs -dir DIR                           make a local CA and certificates for TLS
 //	mcc feed tail -facility ID [flags]           print a facility's feed live
+//	mcc bench [flags]                            load-test an mcc (docs/BENCHMARKS.md)
 package app
 
 import (
@@ -61,10 +62,14 @@ func run(ctx context.Context, args []string, env Env) error {
 			return runCerts(args[1:], env)
 		case "feed":
 			return runFeed(ctx, args[1:], env)
+		case "audit":
+			return runAudit(ctx, args[1:], env)
+		case "bench":
+			return runBench(ctx, args[1:], env)
 		case "help":
 			args = []string{"-help"}
 		default:
-			return fmt.Errorf("unknown command %q (commands: token, seed, backup, restore, health, keys, certs, feed; or flags to run the server)", args[0])
+			return fmt.Errorf("unknown command %q (commands: token, seed, backup, restore, health, keys, certs, feed, audit, bench; or flags to run the server)", args[0])
 		}
 	}
 	return runServer(ctx, args, env)

@@ -11,12 +11,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/countymcc/mcc/services/internal/audit"
 	"github.com/countymcc/mcc/services/internal/directory"
+	"github.com/countymcc/mcc/services/internal/ecg"
 	"github.com/countymcc/mcc/services/internal/feed"
+	"github.com/countymcc/mcc/services/internal/imaging"
 	"github.com/countymcc/mcc/services/internal/lab"
+	"github.com/countymcc/mcc/services/internal/pathology"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/server"
 	"github.com/countymcc/mcc/services/internal/platform/transport"
+	"github.com/countymcc/mcc/services/internal/recognition"
 	"github.com/countymcc/mcc/services/internal/referral"
 	"github.com/countymcc/mcc/services/internal/sterilization"
 )
@@ -64,8 +69,13 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
 	Lab             lab.Config
+	Imaging         imaging.Config
+	ECG             ecg.Config
+	Pathology       pathology.Config
 	Sterilization   sterilization.Config
 	Referral        referral.Config
+	Recognition     recognition.Config
+	Audit           audit.Config
 }
 
 // BoltConfig tunes the embedded store.
@@ -122,8 +132,13 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "longest graceful shutdown before open calls are cut")
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	c.Lab.RegisterFlags(fs)
+	c.Imaging.RegisterFlags(fs)
+	c.ECG.RegisterFlags(fs)
+	c.Pathology.RegisterFlags(fs)
 	c.Sterilization.RegisterFlags(fs)
 	c.Referral.RegisterFlags(fs)
+	c.Recognition.RegisterFlags(fs)
+	c.Audit.RegisterFlags(fs)
 }
 
 // targets resolves -target into the set of target names to run.
@@ -187,6 +202,9 @@ func (c *Config) validate() error {
 		errs = append(errs, errors.New("-events.retention: must be at least 1h"))
 	}
 	if err := c.Feed.Validate(c.EventRetention); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Audit.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -27,7 +27,9 @@ import (
 
 	"github.com/countymcc/mcc/gateway"
 	"github.com/countymcc/mcc/services/internal/admin"
+	"github.com/countymcc/mcc/services/internal/audit"
 	"github.com/countymcc/mcc/services/internal/directory"
+	platformaudit "github.com/countymcc/mcc/services/internal/platform/audit"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/events"
@@ -157,19 +159,42 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 
 	policy := admin.Policy()
 	backupers := map[string]admin.Backuper{}
+	instrumented := map[string]store.Store{}
+	open := func(name string) (store.Store, error) {
+		if st, ok := instrumented[name]; ok {
+			return st, nil
+		}
+		raw, err := s.openStore(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		if b, ok := raw.(admin.Backuper); ok {
+			backupers[name] = b
+		}
+		instrumented[name] = storeMetrics.Instrument(raw, name)
+		return instrumented[name], nil
+	}
+	// Every process that serves gRPC writes the audit records of its calls
+	// into the shared audit store; the audit target reads them.
+	var trail *platformaudit.Trail
+	var recorder *platformaudit.Recorder
+	if len(s.services) > 0 {
+		st, err := open(audit.Name)
+		if err != nil {
+			return nil, err
+		}
+		trail = platformaudit.NewTrail(st)
+		recorder = platformaudit.NewRecorder(platformaudit.NewWriter(trail), opts.Clock, logger)
+	}
 	var built []registrar
 	for _, t := range serviceTargets() {
 		if !targets[t.name] {
 			continue
 		}
-		raw, err := s.openStore(ctx, t.name)
+		st, err := open(t.name)
 		if err != nil {
 			return nil, err
 		}
-		if b, ok := raw.(admin.Backuper); ok {
-			backupers[t.name] = b
-		}
-		st := storeMetrics.Instrument(raw, t.name)
 		policy.Merge(t.policy())
 		svc, err := t.build(deps{
 			store:   st,
@@ -178,6 +203,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 			logger:  logger.With("service", t.name),
 			peers:   peer.New(t.name, keys, opts.Clock, s.peers),
 			keys:    keys,
+			audit:   trail,
 			metrics: registry,
 		}, &cfg)
 		if err != nil {
@@ -199,6 +225,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 			Lifetime:       lifetime,
 			Revocations:    s.revocations(keys, opts.Clock),
 			Transport:      serverTLS,
+			Audit:          recorder,
 		})
 		if err != nil {
 			return nil, err

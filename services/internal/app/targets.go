@@ -8,13 +8,19 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/countymcc/mcc/services/internal/admin"
+	"github.com/countymcc/mcc/services/internal/audit"
 	"github.com/countymcc/mcc/services/internal/directory"
+	"github.com/countymcc/mcc/services/internal/ecg"
 	"github.com/countymcc/mcc/services/internal/feed"
+	"github.com/countymcc/mcc/services/internal/imaging"
 	"github.com/countymcc/mcc/services/internal/lab"
+	"github.com/countymcc/mcc/services/internal/pathology"
+	platformaudit "github.com/countymcc/mcc/services/internal/platform/audit"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/peer"
 	"github.com/countymcc/mcc/services/internal/platform/pii"
+	"github.com/countymcc/mcc/services/internal/recognition"
 	"github.com/countymcc/mcc/services/internal/referral"
 	"github.com/countymcc/mcc/services/internal/sterilization"
 	"github.com/countymcc/mcc/services/internal/store"
@@ -31,6 +37,8 @@ type deps struct {
 	logger *slog.Logger
 	peers  *peer.Peers
 	keys   *auth.Keys
+	// audit is the process's audit trail, in the shared audit store.
+	audit *platformaudit.Trail
 	// metrics receives a service's own collectors.
 	metrics prometheus.Registerer
 }
@@ -71,12 +79,33 @@ func serviceTargets() []serviceTarget {
 		{name: lab.Name, policy: lab.Policy, build: func(d deps, c *Config) (registrar, error) {
 			return lab.New(d.store, d.clock, d.peers, d.logger, c.Lab)
 		}},
+		{name: imaging.Name, policy: imaging.Policy, build: func(d deps, c *Config) (registrar, error) {
+			return imaging.New(d.store, d.clock, d.peers, d.pii, d.logger, c.Imaging)
+		}},
+		{name: ecg.Name, policy: ecg.Policy, build: func(d deps, c *Config) (registrar, error) {
+			return ecg.New(d.store, d.clock, d.peers, d.logger, c.ECG)
+		}},
+		{name: pathology.Name, policy: pathology.Policy, build: func(d deps, c *Config) (registrar, error) {
+			return pathology.New(d.store, d.clock, d.peers, d.logger, c.Pathology)
+		}},
 		{name: sterilization.Name, policy: sterilization.Policy, build: func(d deps, c *Config) (registrar, error) {
 			return sterilization.New(d.store, d.clock, d.peers, d.logger, c.Sterilization)
 		}},
 		{name: referral.Name, policy: referral.Policy, build: func(d deps, c *Config) (registrar, error) {
-			// Attachments stays nil until the recognition service exists.
-			return referral.New(referral.Deps{Store: d.store, Clock: d.clock, Peers: d.peers, Logger: d.logger}, c.Referral)
+			// Attached results are checked by the recognition service
+			// when this process can reach it; without it they are stored
+			// unchecked.
+			var attachments referral.AttachmentChecker
+			if _, err := d.peers.Conn(recognition.Name); err == nil {
+				attachments = recognition.NewAttachments(d.peers)
+			}
+			return referral.New(referral.Deps{Store: d.store, Clock: d.clock, Peers: d.peers, Logger: d.logger, Attachments: attachments}, c.Referral)
+		}},
+		{name: recognition.Name, policy: recognition.Policy, build: func(d deps, c *Config) (registrar, error) {
+			return recognition.New(recognition.Deps{Store: d.store, Clock: d.clock, Peers: d.peers, Logger: d.logger}, c.Recognition)
+		}},
+		{name: audit.Name, policy: audit.Policy, build: func(d deps, c *Config) (registrar, error) {
+			return audit.New(d.audit, d.clock, d.logger, c.Audit), nil
 		}},
 		{name: feed.Name, policy: feed.Policy, build: func(d deps, cfg *Config) (registrar, error) {
 			return feed.New(feed.Deps{Store: d.store, Clock: d.clock, Peers: d.peers, PII: d.pii, Logger: d.logger, Retention: cfg.EventRetention, Metrics: d.metrics}, cfg.Feed)

@@ -7,13 +7,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/directory"
@@ -141,6 +142,17 @@ func testDirectoryOverREST(t *testing.T, sys *system) {
 			if strings.Contains(logs, secret) {
 				t.Errorf("%q is in the logs", secret)
 			}
+		}
+	})
+
+	t.Run("health checks are not logged", func(t *testing.T) {
+		sys.do(t, "GET", "/readyz", "", "").want(t, 200)
+		logs := sys.logs.String()
+		if !strings.Contains(logs, `"grpc.service":"mcc.directory.v1.DirectoryService"`) {
+			t.Fatal("no directory call was logged; the check below would prove nothing")
+		}
+		if strings.Contains(logs, `"grpc.service":"grpc.health.v1.Health"`) {
+			t.Error("a health check was logged")
 		}
 	})
 
@@ -304,37 +316,39 @@ func (s *system) doHeaders(t *testing.T, method, path, token, body string, heade
 // expired one.
 func (s *system) token(t testing.TB, community, facility string, ttl time.Duration, roles ...typev1.Role) string {
 	t.Helper()
-	var c clock.Clock = clock.System{}
-	if s.clock != nil {
-		c = s.clock
-	}
-	if ttl < 0 {
-		c = clock.NewManual(c.Now().Add(2 * ttl))
-		ttl = -ttl
-	}
-	keys, _, err := auth.LoadKeys(filepath.Join(s.dataDir, "signing.key"), false, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := keys.Issue(auth.Caller{Subject: "e2e", Community: community, Facility: "facilities/" + facility, Roles: roles}, ttl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return s.issue(t, auth.Caller{Subject: "e2e", Community: community, Facility: "facilities/" + facility, Roles: roles}, ttl)
 }
 
 // serviceToken is a token of MCC's own service role in community.
 func (s *system) serviceToken(t testing.TB, community string) string {
 	t.Helper()
-	var c clock.Clock = clock.System{}
+	return s.issue(t, auth.ServiceCaller(community, "facilities/mcc-system", "e2e"), time.Hour)
+}
+
+// tokenFor is a token of subject at facility in the demo community.
+func (s *system) tokenFor(t testing.TB, subject, facility string, roles ...typev1.Role) string {
+	t.Helper()
+	return s.issue(t, auth.Caller{Subject: subject, Community: "demo", Facility: "facilities/" + facility, Roles: roles}, time.Hour)
+}
+
+// issue signs a token for c with the system's key, on the system's clock
+// when the test controls it. A negative ttl makes a token that expired
+// that long ago.
+func (s *system) issue(t testing.TB, c auth.Caller, ttl time.Duration) string {
+	t.Helper()
+	var clk clock.Clock = clock.System{}
 	if s.clock != nil {
-		c = s.clock
+		clk = s.clock
 	}
-	keys, _, err := auth.LoadKeys(filepath.Join(s.dataDir, "signing.key"), false, c)
+	if ttl < 0 {
+		clk = clock.NewManual(clk.Now().Add(2 * ttl))
+		ttl = -ttl
+	}
+	keys, _, err := auth.LoadKeys(filepath.Join(s.dataDir, "signing.key"), false, clk)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := keys.Issue(auth.ServiceCaller(community, "facilities/mcc-system", "e2e"), time.Hour)
+	tok, err := keys.Issue(c, ttl)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -455,3 +455,65 @@ func TestFeedTailPrintsTheFeedLive(t *testing.T) {
 		t.Errorf("mcc feed tail ended with %v", err)
 	}
 }
+
+// TestLongPollBoundOverREST: beyond -feed.max-waiting a long poll over REST
+// is answered 429 at once, with a Retry-After, and a poll that does not
+// wait is still served.
+func TestLongPollBoundOverREST(t *testing.T) {
+	sys := start(t, "-feed.max-waiting=1")
+	tok := sys.token(t, "demo", "dls", time.Hour, typev1.Role_ROLE_CLINICIAN)
+	get := func(ctx context.Context, path string) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, "GET", sys.url+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		return http.DefaultClient.Do(req)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The first long poll takes the one place, trying again while a probe
+	// below holds it.
+	first := make(chan struct{})
+	go func() {
+		defer close(first)
+		for ctx.Err() == nil {
+			resp, err := get(ctx, "/v1/feed?wait=20s")
+			if err != nil {
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusTooManyRequests {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := get(context.Background(), "/v1/feed?wait=0.2s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusTooManyRequests {
+			if got := resp.Header.Get("Retry-After"); got != "5" {
+				t.Errorf("Retry-After = %q, want 5", got)
+			}
+			break
+		}
+		if resp.StatusCode != http.StatusOK || time.Now().After(deadline) {
+			t.Fatalf("second long poll: %d, want 429 once the first waits", resp.StatusCode)
+		}
+	}
+	resp, err := get(context.Background(), "/v1/feed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("a poll without a wait: %d, want 200", resp.StatusCode)
+	}
+	cancel()
+	<-first
+}

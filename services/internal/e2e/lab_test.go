@@ -2,15 +2,12 @@ package e2e
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/directory"
-	"github.com/countymcc/mcc/services/internal/platform/auth"
-	"github.com/countymcc/mcc/services/internal/platform/clock"
 )
 
 // labFlags make the critical-value loop fast enough to watch: the
@@ -23,21 +20,6 @@ type labWorld struct {
 	sys                      *system
 	admin, doctor, wang, liu string
 	patient, patientID, name string
-}
-
-// tokenFor issues a token for a named person, so that the lab can tell the
-// technologist who entered results from the one who verifies them.
-func (s *system) tokenFor(t *testing.T, subject, facility string, roles ...typev1.Role) string {
-	t.Helper()
-	keys, _, err := auth.LoadKeys(filepath.Join(s.dataDir, "signing.key"), false, clock.System{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := keys.Issue(auth.Caller{Subject: subject, Community: "demo", Facility: "facilities/" + facility, Roles: roles}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
 }
 
 func newLabWorld(t *testing.T, sys *system) *labWorld {
@@ -88,17 +70,6 @@ func (r response) wantReason(t *testing.T, reason string) {
 		}
 	}
 	t.Fatalf("no ErrorInfo reason %s: %s", reason, r.raw)
-}
-
-// eventTypes lists the types of the events a token sees.
-func (w *labWorld) eventTypes(t *testing.T, token string) []string {
-	t.Helper()
-	var out []string
-	for _, e := range w.sys.do(t, "GET", "/v1/lab/events?pageSize=1000", token, "").want(t, 200).list(t, "events") {
-		m := e.(map[string]any)
-		out = append(out, m["type"].(string)+" "+m["resource"].(string))
-	}
-	return out
 }
 
 func has(list []string, want string) bool {
@@ -152,7 +123,7 @@ func testLabDay(t *testing.T, sys *system) {
 	w.ship(t, order, "D0002", "2823-3", "2951-2")
 	sys.do(t, "POST", "/v1/lab/specimens/D0001:reject", w.wang,
 		`{"reason":"REJECTION_REASON_CLOTTED","action":"REJECTION_ACTION_RECOLLECT","note":"EDTA 管有凝块"}`).want(t, 200)
-	if !has(w.eventTypes(t, w.doctor), "specimen.rejected specimens/D0001") {
+	if !has(w.sys.eventsOf(t, "/v1/lab/events", w.doctor), "specimen.rejected specimens/D0001") {
 		t.Fatal("the township was not notified of the rejection")
 	}
 	// Township: a new tube for the blood count.
@@ -228,7 +199,7 @@ func testLabDay(t *testing.T, sys *system) {
 	if done.str(t, "order.state") != "STATE_COMPLETED" || len(done.list(t, "specimens")) != 3 || len(done.list(t, "reports")) != 2 {
 		t.Errorf("order at the end of the day: %s", done.raw)
 	}
-	feed := w.eventTypes(t, w.doctor)
+	feed := w.sys.eventsOf(t, "/v1/lab/events", w.doctor)
 	for _, want := range []string{"report.final reports/D0002", "report.amended reports/D0003", "criticalNotification.confirmed " + crit, "order.completed " + order, "report.final reports/D0004"} {
 		if !has(feed, want) {
 			t.Errorf("the township's feed lacks %s", want)

@@ -9,10 +9,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/app"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/telemetry"
@@ -130,11 +132,17 @@ func (b *logBuffer) String() string {
 	return b.buf.String()
 }
 
-// wantNoPII fails the test if any of secrets appears in the system's logs or
-// in any span it ended: name, attributes, events or status.
+// wantNoPII fails the test if any of secrets appears in the system's logs,
+// in any span it ended (name, attributes, events or status), or in any
+// audit record of the demo community.
 func (s *system) wantNoPII(t *testing.T, secrets ...string) {
 	t.Helper()
 	var b strings.Builder
+	trail, records := s.auditTrail(t, "demo")
+	if records == 0 {
+		t.Fatal("no audit record in the demo community: the check would prove nothing")
+	}
+	b.WriteString(trail)
 	b.WriteString(s.logs.String())
 	spans := s.spans.Ended()
 	for _, sp := range spans {
@@ -159,5 +167,34 @@ func (s *system) wantNoPII(t *testing.T, secrets ...string) {
 			t.Errorf("%q is in the logs or spans", secret)
 		}
 	}
-	t.Logf("no patient identifier in %d bytes of logs and %d spans", len(all), len(spans))
+	t.Logf("no patient identifier in %d bytes of logs, %d spans and %d audit records", len(all), len(spans), records)
+}
+
+// auditTrail returns every audit record of community as the REST answers
+// that hold them, read by an auditor page by page, and how many there are.
+func (s *system) auditTrail(t *testing.T, community string) (string, int) {
+	t.Helper()
+	auditor := s.token(t, community, "audit", time.Hour, typev1.Role_ROLE_AUDITOR)
+	var b strings.Builder
+	n, token := 0, ""
+	for {
+		page := s.do(t, "GET", "/v1/auditRecords?pageSize=1000&pageToken="+token, auditor, "").want(t, 200)
+		b.WriteString(page.raw)
+		n += len(page.list(t, "auditRecords"))
+		if token = page.str(t, "nextPageToken"); token == "" {
+			return b.String(), n
+		}
+	}
+}
+
+// eventsOf lists a service's change feed (its ListEvents path) as the
+// token's caller sees it, as "type resource" lines.
+func (s *system) eventsOf(t *testing.T, feed, token string) []string {
+	t.Helper()
+	var out []string
+	for _, e := range s.do(t, "GET", feed+"?pageSize=1000", token, "").want(t, 200).list(t, "events") {
+		m := e.(map[string]any)
+		out = append(out, m["type"].(string)+" "+m["resource"].(string))
+	}
+	return out
 }

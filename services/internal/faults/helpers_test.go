@@ -1,0 +1,386 @@
+//go:build faults
+
+package faults
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
+	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
+	"github.com/countymcc/mcc/services/internal/platform/auth"
+	"github.com/countymcc/mcc/services/internal/platform/clock"
+	"github.com/countymcc/mcc/services/internal/platform/servertest"
+)
+
+// buildMCC builds the mcc binary into a temporary directory.
+func buildMCC(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "mcc")
+	build := exec.Command("go", "build", "-o", bin, "github.com/countymcc/mcc/services/cmd/mcc")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// mcc is one running mcc process the test started.
+type mcc struct {
+	cmd        *exec.Cmd
+	grpc, http string
+	exited     chan struct{}
+	logPath    string
+}
+
+// startMCC runs bin with the flags on ephemeral loopback ports (unless the
+// flags name them), its log in dataDir, and returns once it logged "mcc
+// started". The process is killed when the test ends.
+func startMCC(t *testing.T, bin, dataDir string, flags ...string) *mcc {
+	t.Helper()
+	args := []string{"-data-dir=" + dataDir, "-gateway.rate-limit=0"}
+	if !hasFlag(flags, "-grpc-addr") {
+		args = append(args, "-grpc-addr=127.0.0.1:0")
+	}
+	if !hasFlag(flags, "-http-addr") {
+		args = append(args, "-http-addr=127.0.0.1:0")
+	}
+	cmd := exec.Command(bin, append(args, flags...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &mcc{cmd: cmd, exited: make(chan struct{}), logPath: filepath.Join(t.TempDir(), "mcc.log")}
+	logf, err := os.Create(m.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	type addrs struct{ grpc, http string }
+	started := make(chan addrs, 1)
+	go func() {
+		defer logf.Close()
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			logf.Write(append(sc.Bytes(), '\n'))
+			var line struct{ Msg, GRPC, HTTP string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "mcc started" {
+				started <- addrs{line.GRPC, line.HTTP}
+			}
+		}
+		cmd.Wait()
+		close(m.exited)
+	}()
+	t.Cleanup(m.kill)
+	select {
+	case a := <-started:
+		m.grpc, m.http = a.grpc, a.http
+		return m
+	case <-m.exited:
+		t.Fatalf("mcc exited at start; log:\n%s", tailFile(m.logPath))
+	case <-time.After(60 * time.Second):
+		t.Fatalf("mcc did not start within 60s; log:\n%s", tailFile(m.logPath))
+	}
+	return nil
+}
+
+func hasFlag(flags []string, name string) bool {
+	for _, f := range flags {
+		if strings.HasPrefix(f, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// kill ends the process with SIGKILL, by its PID, and reaps it.
+func (m *mcc) kill() {
+	select {
+	case <-m.exited:
+		return
+	default:
+	}
+	m.cmd.Process.Signal(syscall.SIGKILL)
+	<-m.exited
+}
+
+// rss is the process's resident memory in bytes, from /proc.
+func rss(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+func tailFile(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 3000 {
+		b = b[len(b)-3000:]
+	}
+	return string(b)
+}
+
+// adminContext returns ctx with an administrator's token signed with the
+// key in dataDir.
+func adminContext(t *testing.T, dataDir string) context.Context {
+	t.Helper()
+	return tokenContext(t, dataDir, "qrmyy", typev1.Role_ROLE_ADMIN)
+}
+
+func tokenContext(t *testing.T, dataDir, facility string, role typev1.Role) context.Context {
+	t.Helper()
+	return servertest.WithToken(context.Background(), token(t, dataDir, facility, role))
+}
+
+func token(t *testing.T, dataDir, facility string, role typev1.Role) string {
+	t.Helper()
+	keys, _, err := auth.LoadKeys(filepath.Join(dataDir, "signing.key"), false, clock.System{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := keys.Issue(auth.Caller{Subject: "faults", Community: "demo", Facility: "facilities/" + facility, Roles: []typev1.Role{role}}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func dialDirectory(t *testing.T, addr string) directoryv1.DirectoryServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return directoryv1.NewDirectoryServiceClient(conn)
+}
+
+// ledger records the writes the clients made and which were acknowledged.
+type ledger struct {
+	mu        sync.Mutex
+	attempted int
+	// acked maps each facility to its last acknowledged version, ackedAt
+	// to when that was acknowledged.
+	acked   map[string]uint64
+	ackedAt map[string]time.Time
+}
+
+func newLedger() *ledger { return &ledger{acked: map[string]uint64{}, ackedAt: map[string]time.Time{}} }
+
+func (l *ledger) attempt() {
+	l.mu.Lock()
+	l.attempted++
+	l.mu.Unlock()
+}
+
+func (l *ledger) ack(name string, version uint64) {
+	l.mu.Lock()
+	if version > l.acked[name] {
+		l.acked[name] = version
+		l.ackedAt[name] = time.Now()
+	}
+	l.mu.Unlock()
+}
+
+func (l *ledger) counts() (attempted, acked int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, v := range l.acked {
+		n += int(v)
+	}
+	return l.attempted, n
+}
+
+// writeFacility makes one write of a facility's life: the create at
+// version 0, an update of its name after that. It returns the new version.
+func writeFacility(ctx context.Context, c directoryv1.DirectoryServiceClient, id string, version uint64) (uint64, error) {
+	if version == 0 {
+		f, err := c.CreateFacility(ctx, &directoryv1.CreateFacilityRequest{FacilityId: id, RequestId: "create-" + id,
+			Facility: &directoryv1.Facility{DisplayName: "卫生室 " + id, Level: typev1.FacilityLevel_FACILITY_LEVEL_VILLAGE_CLINIC}})
+		if err != nil {
+			return 0, err
+		}
+		return strconv.ParseUint(f.GetFacility().GetEtag(), 10, 64)
+	}
+	f, err := c.UpdateFacility(ctx, &directoryv1.UpdateFacilityRequest{
+		Facility:   &directoryv1.Facility{Name: "facilities/" + id, DisplayName: fmt.Sprintf("卫生室 %s 第%d版", id, version+1), Etag: strconv.FormatUint(version, 10)},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"display_name"}},
+	})
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseUint(f.GetFacility().GetEtag(), 10, 64)
+}
+
+// checkLedger checks that every acknowledged write is stored, and that
+// each facility's stored state is the one its last event describes.
+func checkLedger(t *testing.T, ctx context.Context, c directoryv1.DirectoryServiceClient, l *ledger) (lost int) {
+	t.Helper()
+	lost, _ = checkLedgerReport(t, ctx, c, l, true)
+	return lost
+}
+
+// checkLedgerReport is checkLedger that, with strict false, reports the
+// lost writes instead of failing, with the earliest acknowledgement time
+// among them.
+func checkLedgerReport(t *testing.T, ctx context.Context, c directoryv1.DirectoryServiceClient, l *ledger, strict bool) (lost int, earliest time.Time) {
+	t.Helper()
+	stored := map[string]uint64{}
+	for tok := ""; ; {
+		page, err := c.ListFacilities(ctx, &directoryv1.ListFacilitiesRequest{PageSize: 1000, PageToken: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range page.GetFacilities() {
+			v, _ := strconv.ParseUint(f.GetEtag(), 10, 64)
+			stored[f.GetName()] = v
+		}
+		if tok = page.GetNextPageToken(); tok == "" {
+			break
+		}
+	}
+	last := map[string]string{}
+	for cursor := ""; ; {
+		page, err := c.ListEvents(ctx, &directoryv1.ListEventsRequest{After: cursor, PageSize: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range page.GetEvents() {
+			last[e.GetResource()] = e.GetResourceEtag()
+		}
+		if len(page.GetEvents()) == 0 {
+			break
+		}
+		cursor = page.GetNextCursor()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id, v := range l.acked {
+		name := "facilities/" + id
+		if got := stored[name]; got < v {
+			lost += int(v - got)
+			if at := l.ackedAt[id]; earliest.IsZero() || at.Before(earliest) {
+				earliest = at
+			}
+			if strict {
+				t.Errorf("%s: acknowledged version %d, stored %d", name, v, got)
+			}
+		}
+	}
+	for name, v := range stored {
+		if last[name] != strconv.FormatUint(v, 10) {
+			t.Errorf("%s: stored version %d, last event at version %q (half-transitioned)", name, v, last[name])
+		}
+	}
+	return lost, earliest
+}
+
+// redisServer is one redis-server process the test started.
+type redisServer struct {
+	addr, dir string
+	args      []string
+	cmd       *exec.Cmd
+	exited    chan struct{}
+}
+
+// startRedis runs redis-server on a free loopback port in its own temp dir
+// with args, and waits until it answers.
+func startRedis(t *testing.T, args ...string) *redisServer {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("MCC_TEST_REQUIRE_REDIS") == "1" {
+			t.Fatal("redis-server is not installed")
+		}
+		t.Skip("redis-server is not installed")
+	}
+	r := &redisServer{addr: "127.0.0.1:" + strconv.Itoa(freePort(t)), dir: t.TempDir(), args: args}
+	r.start(t)
+	t.Cleanup(r.kill)
+	return r
+}
+
+func (r *redisServer) start(t *testing.T) {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(r.addr)
+	args := append([]string{"--port", port, "--bind", "127.0.0.1", "--dir", r.dir, "--daemonize", "no", "--save", ""}, r.args...)
+	r.cmd = exec.Command("redis-server", args...)
+	logf, err := os.OpenFile(filepath.Join(r.dir, "redis.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	r.cmd.Stdout, r.cmd.Stderr = logf, logf
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	r.exited = exited
+	cmd := r.cmd
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	c := goredis.NewClient(&goredis.Options{Addr: r.addr, MaxRetries: -1})
+	defer c.Close()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c.Ping(context.Background()).Err() == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server on %s did not answer:\n%s", r.addr, tailFile(filepath.Join(r.dir, "redis.log")))
+		}
+	}
+}
+
+// kill ends redis-server with SIGKILL, by its PID.
+func (r *redisServer) kill() {
+	select {
+	case <-r.exited:
+		return
+	default:
+	}
+	r.cmd.Process.Signal(syscall.SIGKILL)
+	<-r.exited
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
