@@ -3,8 +3,11 @@ package feed_test
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -427,4 +430,81 @@ func TestLongPollsAreBounded(t *testing.T) {
 	if _, err := f.feed.Poll(ctx, &feedv1.PollRequest{After: cursor, Wait: durationpb.New(100 * time.Millisecond)}); err != nil {
 		t.Errorf("a long poll after the place was freed: %v", err)
 	}
+}
+
+// TestDirectReadsAreSharedAndBounded has many readers read the directory's
+// events directly at once, through a connection that makes every ListEvents
+// call slow, so calls overlap. Readers at the same position share one call;
+// readers at different positions never have more than 16 calls in flight.
+func TestDirectReadsAreSharedAndBounded(t *testing.T) {
+	f := newFixture(t, testConfig())
+	f.county(t)
+	for i := range 40 {
+		f.village(t, fmt.Sprintf("dls-%02d", i), "dls")
+	}
+	var calls, inFlight, most atomic.Int64
+	slow := f.Dial(t, grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if method == directoryv1.DirectoryService_ListEvents_FullMethodName {
+			calls.Add(1)
+			n := inFlight.Add(1)
+			defer inFlight.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}))
+	svc := f.service(t, testConfig(), map[string]*grpc.ClientConn{directory.Name: slow, feed.Name: f.Conn})
+	ctx := auth.WithCaller(context.Background(), caller("dls"))
+
+	// The positions after each of the first 40 events dls sees.
+	all, err := svc.Poll(ctx, &feedv1.PollRequest{PageSize: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all.GetEvents()) != 40 {
+		t.Fatalf("%d events, want 40", len(all.GetEvents()))
+	}
+
+	readAll := func(after func(i int) string) []int {
+		calls.Store(0)
+		most.Store(0)
+		got := make([]int, len(all.GetEvents()))
+		var wg sync.WaitGroup
+		for i := range got {
+			wg.Go(func() {
+				resp, err := svc.Poll(ctx, &feedv1.PollRequest{After: after(i), PageSize: 100})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				got[i] = len(resp.GetEvents())
+			})
+		}
+		wg.Wait()
+		return got
+	}
+
+	// 40 readers from the start: each gets every event, and they shared
+	// the directory's page.
+	for i, n := range readAll(func(int) string { return "" }) {
+		if n < 40 {
+			t.Errorf("reader %d from the start got %d events, want at least 40", i, n)
+		}
+	}
+	if n := calls.Load(); n > 10 {
+		t.Errorf("40 readers at one position made %d ListEvents calls, want them shared", n)
+	}
+
+	// 40 readers at 40 positions: each gets what follows its own, with at
+	// most 16 calls in flight.
+	for i, n := range readAll(func(i int) string { return all.GetEvents()[i].GetCursor() }) {
+		if n < 40-1-i {
+			t.Errorf("reader after event %d got %d events, want at least %d", i, n, 40-1-i)
+		}
+	}
+	if m := most.Load(); m > 16 {
+		t.Errorf("%d ListEvents calls in flight, want at most 16", m)
+	}
+	t.Logf("at 40 positions: %d calls, at most %d in flight", calls.Load(), most.Load())
 }

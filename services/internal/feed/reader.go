@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	feedv1 "github.com/countymcc/mcc/proto/mcc/feed/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/platform/apierr"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
@@ -97,6 +98,12 @@ const (
 	// callTimeout bounds one ListEvents call, so a service that is slow or
 	// unreachable holds up the others for at most this long.
 	callTimeout = 3 * time.Second
+	// directReads bounds the ListEvents calls in flight in the process. A
+	// page of events is held in memory while it is filtered, so without a
+	// bound a crowd of readers starting from the oldest event (every
+	// township's first poll, or all of them again after a restart) holds a
+	// page per reader and source at once: 150 readers took 200 MB.
+	directReads = 16
 )
 
 // read returns up to limit events after pos that v wants, merged from
@@ -158,9 +165,7 @@ func (s *Service) readSource(ctx context.Context, src *eventfeed.Source, communi
 	}
 	p := part{source: src.Name}
 	for page := range directPages {
-		cctx, cancel := context.WithTimeout(sctx, callTimeout)
-		resp, err := src.List(cctx, cursor, directPage)
-		cancel()
+		resp, err := s.listPage(ctx, sctx, src, community, cursor)
 		if err != nil && page > 0 && ctx.Err() == nil && s.explain(src.Name, err) == nil {
 			p.more = true
 			return p, nil
@@ -188,6 +193,35 @@ func (s *Service) readSource(ctx context.Context, src *eventfeed.Source, communi
 	}
 	p.more = true
 	return p, nil
+}
+
+// listPage reads the page of src after cursor. Readers asking for the same
+// page at once share one call and one response, which they only read (merge
+// copies what it returns). The call runs detached from ctx, whose end only
+// stops this reader waiting for it, and waits for one of the process's
+// directReads slots.
+func (s *Service) listPage(ctx, sctx context.Context, src *eventfeed.Source, community, cursor string) (*feedv1.ListEventsResponse, error) {
+	key := community + "\x00" + src.Name + "\x00" + cursor
+	ch := s.pages.DoChan(key, func() (any, error) {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(sctx), callTimeout)
+		defer cancel()
+		select {
+		case s.readSlots <- struct{}{}:
+			defer func() { <-s.readSlots }()
+		case <-cctx.Done():
+			return nil, status.Error(codes.Unavailable, "feed: too many reads of the services' events in flight")
+		}
+		return src.List(cctx, cursor, directPage)
+	})
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*feedv1.ListEventsResponse), nil
+	}
 }
 
 // explain turns a source's refusal of a cursor into the feed's own error,

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -65,6 +66,11 @@ type Service struct {
 	// waiting holds a token for each open long poll and watch, when
 	// Config.MaxWaiting bounds them.
 	waiting chan struct{}
+	// pages shares one ListEvents call among the readers that ask a source
+	// for the same page at once, and readSlots bounds the calls in flight
+	// (see listPage).
+	pages     singleflight.Group
+	readSlots chan struct{}
 }
 
 var _ feedv1.FeedServiceServer = (*Service)(nil)
@@ -94,7 +100,7 @@ func New(d Deps, cfg Config) (*Service, error) {
 	s := &Service{
 		store: d.Store, clock: d.Clock, peers: d.Peers, pii: d.PII, logger: d.Logger, cfg: cfg,
 		retention: d.Retention, feed: events.NewFeed(d.Store, Name), stop: stop, webhook: deliver,
-		kick: make(chan struct{}, 1), metrics: newMetrics(d.Metrics),
+		kick: make(chan struct{}, 1), metrics: newMetrics(d.Metrics), readSlots: make(chan struct{}, directReads),
 	}
 	if cfg.MaxWaiting > 0 {
 		s.waiting = make(chan struct{}, cfg.MaxWaiting)

@@ -35,6 +35,8 @@ type Env struct {
 	// Clock is the clock the server's token checks use; services under test
 	// should use it too.
 	Clock *clock.Manual
+
+	lis *bufconn.Listener
 }
 
 // Option changes the server's dependencies.
@@ -73,20 +75,29 @@ func Start(t testing.TB, clk *clock.Manual, policy auth.Policy, register func(*g
 		t.Fatal(err)
 	}
 	register(srv)
-	lis := bufconn.Listen(1 << 20)
-	go srv.Serve(lis)
-	conn, err := grpc.NewClient("passthrough:///bufconn",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := &Env{Keys: keys, Clock: clk, lis: bufconn.Listen(1 << 20)}
+	go srv.Serve(e.lis)
 	t.Cleanup(func() {
-		conn.Close()
 		stop()
 		srv.Stop()
 	})
-	return &Env{Conn: conn, Keys: keys, Clock: clk}
+	e.Conn = e.Dial(t)
+	return e
+}
+
+// Dial returns another client connection to the server, with opts, closed
+// when the test ends.
+func (e *Env) Dial(t testing.TB, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///bufconn", append([]grpc.DialOption{
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return e.lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // As returns a context whose calls carry a token for facility (an ID or
