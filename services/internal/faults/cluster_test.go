@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/countymcc/mcc/services/internal/freeport"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -25,7 +26,7 @@ func startCluster(t *testing.T) []*redisServer {
 		n := startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			// A primary is failed after one second without an answer.
 			"--cluster-node-timeout", "1000",
-			"--cluster-port", strconv.Itoa(freePort(t)),
+			"--cluster-port", strconv.Itoa(freeport.One(t)),
 			"--appendonly", "yes", "--appendfsync", "always")
 		nodes = append(nodes, n)
 		addrs = append(addrs, n.addr)

@@ -25,6 +25,7 @@ import (
 
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
+	"github.com/countymcc/mcc/services/internal/freeport"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/servertest"
@@ -325,7 +326,7 @@ func startRedis(t *testing.T, args ...string) *redisServer {
 		}
 		t.Skip("redis-server is not installed")
 	}
-	r := &redisServer{addr: "127.0.0.1:" + strconv.Itoa(freePort(t)), dir: t.TempDir(), args: args}
+	r := &redisServer{addr: "127.0.0.1:" + strconv.Itoa(freeport.One(t)), dir: t.TempDir(), args: args}
 	r.start(t)
 	t.Cleanup(r.kill)
 	return r
@@ -373,14 +374,4 @@ func (r *redisServer) kill() {
 	}
 	r.cmd.Process.Signal(syscall.SIGKILL)
 	<-r.exited
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

@@ -17,6 +17,7 @@ import (
 
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/directory"
+	"github.com/countymcc/mcc/services/internal/freeport"
 )
 
 // splitTargets are the services of a split deployment, one process each.
@@ -73,7 +74,7 @@ func TestSplitModeServiceDown(t *testing.T) {
 	common := []string{"-store=bolt", "-auth.signing-key=" + filepath.Join(keys, "signing.key"), "-pii.key=" + filepath.Join(keys, "pii.key")}
 	addr := map[string]string{}
 	for _, s := range splitTargets {
-		addr[s] = "127.0.0.1:" + strconv.Itoa(freePort(t))
+		addr[s] = "127.0.0.1:" + strconv.Itoa(freeport.One(t))
 	}
 	peers := func(except string) []string {
 		var out []string

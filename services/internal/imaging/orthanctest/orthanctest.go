@@ -22,7 +22,6 @@ import (
 	_ "embed"
 	"fmt"
 	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -33,6 +32,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/countymcc/mcc/services/internal/freeport"
 )
 
 // Environment variables.
@@ -136,7 +137,7 @@ func findPlugin() (string, error) {
 // launch starts Orthanc on two free ports with its storage under dir and
 // waits until it answers.
 func launch(t testing.TB, orthanc, plugin, shim, dir string) (*Server, error) {
-	ports := freePorts(t, 2)
+	ports := freeport.Take(t, 2)
 	httpPort, dicomPort := ports[0], ports[1]
 	storage, err := os.MkdirTemp(dir, "storage-")
 	if err != nil {
@@ -240,22 +241,6 @@ func (s *Server) stop() {
 
 // Stop stops the server now, for a test of a PACS that went away.
 func (s *Server) Stop() { s.stop() }
-
-// freePorts returns n distinct loopback TCP ports that were free a moment
-// ago: all are held open together, so none is handed out twice.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("orthanctest: free port: %v", err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
-}
 
 // lastLines returns the end of Orthanc's log, for error messages.
 func lastLines(path string) string {

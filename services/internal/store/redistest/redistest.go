@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/countymcc/mcc/services/internal/freeport"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -116,7 +117,7 @@ func StartCluster(t testing.TB) []string {
 	cli := binary(t, "redis-cli")
 	var addrs []string
 	for range 3 {
-		bus := freePort(t)
+		bus := freeport.One(t)
 		n := launch(t, bin, []string{
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", "nodes.conf",
@@ -225,7 +226,7 @@ func launchIn(t testing.TB, bin, dir string, extra []string) *node {
 	t.Helper()
 	var lastErr error
 	for range 3 {
-		port := strconv.Itoa(freePort(t))
+		port := strconv.Itoa(freeport.One(t))
 		args := append([]string{}, extra...)
 		args = append(args,
 			"--port", port,
@@ -330,17 +331,6 @@ func waitFor(t testing.TB, what string, ready func(context.Context, *goredis.Cli
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("redistest: free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // tail returns the end of a log file, for error messages.
