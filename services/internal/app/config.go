@@ -207,6 +207,9 @@ func (c *Config) validate() error {
 	if err := c.Audit.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.Server.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

@@ -25,6 +25,7 @@ func TestInvalidConfigFailsFast(t *testing.T) {
 		"missing PII key":         {[]string{"-pii.key=" + filepath.Join(dir, "nowhere", "pii.key")}, "-pii.key"},
 		"TLS without its CA":      {[]string{"-tls.cert=a.pem", "-tls.key=a.key"}, "-tls.ca"},
 		"retention under an hour": {[]string{"-events.retention=5m"}, "-events.retention"},
+		"keepalive under 10s":     {[]string{"-grpc.client-keepalive=2s"}, "-grpc.client-keepalive"},
 		"bad listen address":      {[]string{"-http-addr=127.0.0.1:0", "-grpc-addr=256.1.1.1:1"}, "-grpc-addr"},
 	} {
 		t.Run(name, func(t *testing.T) {

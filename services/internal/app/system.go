@@ -259,7 +259,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 		if err != nil {
 			return nil, err
 		}
-		gwOpts := []gateway.Option{gateway.WithMaxBodyBytes(cfg.MaxBodyBytes), gateway.WithDialOptions(creds),
+		gwOpts := []gateway.Option{gateway.WithMaxBodyBytes(cfg.MaxBodyBytes), gateway.WithDialOptions(append(cfg.Server.DialOptions(), creds)...),
 			gateway.WithTracing(s.tracer, telemetry.Propagator()),
 			gateway.WithMetrics(metricsHandler)}
 		if limiter != nil {
@@ -413,12 +413,12 @@ func (s *System) dialPeers() error {
 	}
 	s.peers = map[string]*grpc.ClientConn{}
 	for name, addr := range s.addresses() {
-		conn, err := grpc.NewClient(addr,
+		conn, err := grpc.NewClient(addr, append(s.cfg.Server.DialOptions(),
 			creds,
 			grpc.WithStatsHandler(otelgrpc.NewClientHandler(
 				otelgrpc.WithTracerProvider(s.tracer),
 				otelgrpc.WithPropagators(telemetry.Propagator()),
-			)))
+			)))...)
 		if err != nil {
 			return fmt.Errorf("-%s.addr: %w", name, err)
 		}

@@ -4,6 +4,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"log/slog"
 	"runtime/debug"
@@ -45,6 +46,15 @@ type Config struct {
 	// KeepaliveMinTime is the shortest keepalive ping interval a client may
 	// use; faster pingers are disconnected.
 	KeepaliveMinTime time.Duration
+	// ClientKeepalive is how long a connection this process opened to
+	// another service (a peer or the gateway's) may be quiet before it is
+	// pinged, and ClientKeepaliveTimeout how long the ping may go
+	// unanswered before the connection is closed. A connection that died
+	// without a reset (a node lost, a conntrack or NAT entry expired)
+	// then fails its calls and streams, and the followers of WatchEvents
+	// reconnect instead of waiting forever. 0 never pings.
+	ClientKeepalive        time.Duration
+	ClientKeepaliveTimeout time.Duration
 }
 
 // RegisterFlags registers the server flags with their defaults.
@@ -53,6 +63,34 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.UintVar(&c.MaxConcurrentStreams, "grpc.max-concurrent-streams", 1024, "most concurrent calls on one gRPC connection")
 	fs.DurationVar(&c.MaxDeadline, "grpc.max-deadline", 30*time.Second, "longest time a unary gRPC call may run")
 	fs.DurationVar(&c.KeepaliveMinTime, "grpc.keepalive-min-time", 10*time.Second, "shortest keepalive ping interval allowed to clients")
+	fs.DurationVar(&c.ClientKeepalive, "grpc.client-keepalive", 30*time.Second, "ping a connection to another service after it has been quiet this long (at least 10s, the least gRPC allows; 0: never)")
+	fs.DurationVar(&c.ClientKeepaliveTimeout, "grpc.client-keepalive-timeout", 10*time.Second, "close a connection to another service whose ping goes unanswered this long")
+}
+
+// Validate checks the client keepalive against gRPC's own floor, which
+// gRPC would otherwise apply silently, and against what the servers allow.
+func (c Config) Validate() error {
+	if c.ClientKeepalive != 0 && c.ClientKeepalive < 10*time.Second {
+		return errors.New("-grpc.client-keepalive: must be 0 or at least 10s")
+	}
+	if c.ClientKeepalive != 0 && c.ClientKeepaliveTimeout <= 0 {
+		return errors.New("-grpc.client-keepalive-timeout: must be positive")
+	}
+	if c.ClientKeepalive != 0 && c.ClientKeepalive < c.KeepaliveMinTime {
+		return errors.New("-grpc.client-keepalive: must not be shorter than -grpc.keepalive-min-time, or the services would drop each other's connections for pinging too often")
+	}
+	return nil
+}
+
+// DialOptions are the options of every connection this process opens to
+// another service.
+func (c Config) DialOptions() []grpc.DialOption {
+	if c.ClientKeepalive <= 0 {
+		return nil
+	}
+	return []grpc.DialOption{grpc.WithKeepaliveParams(keepalive.ClientParameters{
+		Time: c.ClientKeepalive, Timeout: c.ClientKeepaliveTimeout, PermitWithoutStream: true,
+	})}
 }
 
 // Deps are what the server needs from the rest of the process.
