@@ -12,7 +12,6 @@ import (
 	auditv1 "github.com/countymcc/mcc/proto/mcc/audit/v1"
 	"github.com/countymcc/mcc/services/internal/audit"
 	platformaudit "github.com/countymcc/mcc/services/internal/platform/audit"
-	"github.com/countymcc/mcc/services/internal/platform/transport"
 	"github.com/countymcc/mcc/services/internal/store"
 	"github.com/countymcc/mcc/services/internal/store/bolt"
 	storeredis "github.com/countymcc/mcc/services/internal/store/redis"
@@ -32,29 +31,20 @@ func runAudit(ctx context.Context, args []string, env Env) error {
 // record, when any chain does not verify.
 func runAuditVerify(ctx context.Context, args []string, env Env) error {
 	var cfg Config
-	var community, addr, token string
-	var tlsCfg transport.Config
+	var community, token string
 	fs := newFlagSet("mcc audit verify", env)
 	fs.StringVar(&cfg.Store, "store", "bolt", "where the trail is: bolt (the audit.db of -data-dir; stop mcc first) or redis")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "data directory holding audit.db")
-	fs.StringVar(&cfg.Redis.Addrs, "redis-addr", "127.0.0.1:6379", "Redis address(es), with -store=redis")
-	fs.StringVar(&cfg.Redis.MasterName, "redis.master-name", "", "Sentinel master name")
-	fs.BoolVar(&cfg.Redis.Cluster, "redis.cluster", false, "the Redis addresses are Redis Cluster nodes")
-	fs.StringVar(&cfg.Redis.Username, "redis.username", "", "Redis ACL user name")
-	fs.StringVar(&cfg.Redis.Password, "redis.password", "", "Redis password (prefer MCC_REDIS_PASSWORD)")
-	fs.IntVar(&cfg.Redis.DB, "redis.db", 0, "Redis database number")
-	fs.StringVar(&cfg.Redis.Prefix, "redis.prefix", "mcc", "prefix of every Redis key")
+	cfg.Redis.RegisterFlags(fs)
 	fs.StringVar(&community, "community", "", "community to verify offline (default: every community in the store; online, the token's community)")
-	fs.StringVar(&addr, "addr", "", "gRPC address of a running mcc: verify online with AuditService.VerifyChain instead of reading the store")
 	fs.StringVar(&token, "token", "", "an auditor's token, with -addr (mcc token -role auditor)")
-	fs.StringVar(&tlsCfg.CAFile, "tls.ca", "", "CA of the mcc's certificate, when it serves TLS")
-	fs.StringVar(&tlsCfg.CertFile, "tls.cert", "", "client certificate, when the mcc requires mutual TLS")
-	fs.StringVar(&tlsCfg.KeyFile, "tls.key", "", "private key of -tls.cert")
+	var cf clientFlags
+	cf.register(fs, "", "gRPC address of a running mcc: verify online with AuditService.VerifyChain instead of reading the store")
 	if err := parse(fs, args, env); err != nil {
 		return err
 	}
-	if addr != "" {
-		return verifyOnline(ctx, clientFlags{addr: addr, tls: tlsCfg}, token, env)
+	if cf.addr != "" {
+		return verifyOnline(ctx, cf, token, env)
 	}
 	st, err := openAuditStore(ctx, cfg)
 	if err != nil {
@@ -102,10 +92,7 @@ func openAuditStore(ctx context.Context, cfg Config) (store.Store, error) {
 		}
 		return st, nil
 	case "redis":
-		client, err := storeredis.Dial(ctx, storeredis.ClientConfig{
-			Addrs: splitList(cfg.Redis.Addrs), MasterName: cfg.Redis.MasterName, Cluster: cfg.Redis.Cluster,
-			Username: cfg.Redis.Username, Password: cfg.Redis.Password, DB: cfg.Redis.DB,
-		})
+		client, err := storeredis.Dial(ctx, cfg.Redis.client(nil))
 		if err != nil {
 			return nil, fmt.Errorf("-redis-addr: %w", err)
 		}

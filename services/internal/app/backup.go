@@ -26,7 +26,7 @@ func runBackup(ctx context.Context, args []string, env Env) error {
 	var out, dataDir, signingKey, services string
 	var cf clientFlags
 	fs := newFlagSet("mcc backup", env)
-	cf.register(fs, "gRPC address of the running mcc")
+	cf.register(fs, "localhost:9090", "gRPC address of the running mcc")
 	fs.StringVar(&out, "out", "", "archive file to write (required)")
 	fs.StringVar(&dataDir, "data-dir", "./data", "data directory holding signing.key")
 	fs.StringVar(&signingKey, "auth.signing-key", "", "signing key file (default <data-dir>/signing.key)")

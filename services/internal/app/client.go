@@ -16,8 +16,10 @@ type clientFlags struct {
 	tls  transport.Config
 }
 
-func (c *clientFlags) register(fs *flag.FlagSet, what string) {
-	fs.StringVar(&c.addr, "addr", "localhost:9090", what)
+// register registers -addr, with its default and meaning, and the TLS
+// flags.
+func (c *clientFlags) register(fs *flag.FlagSet, addr, what string) {
+	fs.StringVar(&c.addr, "addr", addr, what)
 	fs.StringVar(&c.tls.CAFile, "tls.ca", "", "CA of the mcc's certificate, when it serves TLS")
 	fs.StringVar(&c.tls.CertFile, "tls.cert", "", "client certificate, when the mcc requires mutual TLS")
 	fs.StringVar(&c.tls.KeyFile, "tls.key", "", "private key of -tls.cert")

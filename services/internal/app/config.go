@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/countymcc/mcc/services/internal/audit"
 	"github.com/countymcc/mcc/services/internal/directory"
 	"github.com/countymcc/mcc/services/internal/ecg"
@@ -24,6 +26,7 @@ import (
 	"github.com/countymcc/mcc/services/internal/recognition"
 	"github.com/countymcc/mcc/services/internal/referral"
 	"github.com/countymcc/mcc/services/internal/sterilization"
+	storeredis "github.com/countymcc/mcc/services/internal/store/redis"
 )
 
 // Config is everything `mcc` (the server) is told on its command line or in
@@ -96,6 +99,27 @@ type RedisConfig struct {
 	WaitTimeout  time.Duration
 }
 
+// RegisterFlags registers the flags that say how to reach Redis (not the
+// server's write rules, -redis.wait-*), for the server and the commands
+// that read its store.
+func (r *RedisConfig) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&r.Addrs, "redis-addr", "127.0.0.1:6379", "Redis address(es), comma-separated: one server, Sentinels (with -redis.master-name) or Cluster nodes (with -redis.cluster)")
+	fs.StringVar(&r.MasterName, "redis.master-name", "", "Sentinel master name; set it to use Redis Sentinel")
+	fs.BoolVar(&r.Cluster, "redis.cluster", false, "the Redis addresses are Redis Cluster nodes")
+	fs.StringVar(&r.Username, "redis.username", "", "Redis ACL user name")
+	fs.StringVar(&r.Password, "redis.password", "", "Redis password (prefer the MCC_REDIS_PASSWORD variable)")
+	fs.IntVar(&r.DB, "redis.db", 0, "Redis database number (standalone and Sentinel only)")
+	fs.StringVar(&r.Prefix, "redis.prefix", "mcc", "prefix of every Redis key")
+}
+
+// client is the Redis client configuration the flags describe.
+func (r *RedisConfig) client(tp trace.TracerProvider) storeredis.ClientConfig {
+	return storeredis.ClientConfig{
+		Addrs: splitList(r.Addrs), MasterName: r.MasterName, Cluster: r.Cluster,
+		Username: r.Username, Password: r.Password, DB: r.DB, TracerProvider: tp,
+	}
+}
+
 // RegisterFlags registers every server flag with its default.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Target, "target", "all", "what to run: all, or a comma list of "+strings.Join(targetNames(), ", "))
@@ -104,13 +128,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Store, "store", "bolt", "state store: bolt (embedded, one file per service in -data-dir) or redis")
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory for the embedded store files and the keys")
 	fs.IntVar(&c.Bolt.MaxGroup, "bolt.max-group", 0, "most transactions committed together in one fsync (0: the store's default)")
-	fs.StringVar(&c.Redis.Addrs, "redis-addr", "127.0.0.1:6379", "Redis address(es), comma-separated: one server, Sentinels (with -redis.master-name) or Cluster nodes (with -redis.cluster)")
-	fs.StringVar(&c.Redis.MasterName, "redis.master-name", "", "Sentinel master name; set it to use Redis Sentinel")
-	fs.BoolVar(&c.Redis.Cluster, "redis.cluster", false, "the Redis addresses are Redis Cluster nodes")
-	fs.StringVar(&c.Redis.Username, "redis.username", "", "Redis ACL user name")
-	fs.StringVar(&c.Redis.Password, "redis.password", "", "Redis password (prefer the MCC_REDIS_PASSWORD variable)")
-	fs.IntVar(&c.Redis.DB, "redis.db", 0, "Redis database number (standalone and Sentinel only)")
-	fs.StringVar(&c.Redis.Prefix, "redis.prefix", "mcc", "prefix of every Redis key")
+	c.Redis.RegisterFlags(fs)
 	fs.IntVar(&c.Redis.WaitReplicas, "redis.wait-replicas", 0, "replicas that must acknowledge each write (Redis WAIT) before it is confirmed")
 	fs.DurationVar(&c.Redis.WaitTimeout, "redis.wait-timeout", time.Second, "longest wait for -redis.wait-replicas acknowledgements")
 	fs.StringVar(&c.SigningKey, "auth.signing-key", "", "Ed25519 token signing key (PEM); default <data-dir>/signing.key, created on first start")

@@ -34,7 +34,7 @@ func runFeed(ctx context.Context, args []string, env Env) error {
 	fs.StringVar(&f.roles, "role", "clinician", "role of the token: admin prints the whole community's feed")
 	fs.StringVar(&f.dataDir, "data-dir", "./data", "data directory holding signing.key")
 	fs.StringVar(&f.signingKey, "auth.signing-key", "", "signing key file (default <data-dir>/signing.key)")
-	cf.register(fs, "gRPC address of the running mcc's feed service")
+	cf.register(fs, "localhost:9090", "gRPC address of the running mcc's feed service")
 	fs.StringVar(&after, "after", "", "feed cursor to start after (default: the oldest event kept)")
 	if err := parse(fs, args[1:], env); err != nil {
 		return err

@@ -25,7 +25,7 @@ func runHealth(ctx context.Context, args []string, env Env) error {
 	var timeout time.Duration
 	var cf clientFlags
 	fs := newFlagSet("mcc health", env)
-	cf.register(fs, "gRPC address to check")
+	cf.register(fs, "localhost:9090", "gRPC address to check")
 	fs.StringVar(&service, "service", "", "service to check (default: the whole process)")
 	fs.DurationVar(&timeout, "timeout", 3*time.Second, "how long to wait for an answer")
 	if err := parse(fs, args, env); err != nil {

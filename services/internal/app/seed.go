@@ -28,7 +28,7 @@ func runSeed(ctx context.Context, args []string, env Env) error {
 	var dataDir, signingKey, community string
 	var cf clientFlags
 	fs := newFlagSet("mcc seed demo", env)
-	cf.register(fs, "gRPC address of the running mcc")
+	cf.register(fs, "localhost:9090", "gRPC address of the running mcc")
 	fs.StringVar(&dataDir, "data-dir", "./data", "data directory holding signing.key")
 	fs.StringVar(&signingKey, "auth.signing-key", "", "signing key file (default <data-dir>/signing.key)")
 	fs.StringVar(&community, "community", "demo", "medical community ID to load the demo into")

@@ -349,15 +349,7 @@ func (s *System) redisClient(ctx context.Context) (goredis.UniversalClient, erro
 	if s.redis != nil {
 		return s.redis, nil
 	}
-	c, err := storeredis.Dial(ctx, storeredis.ClientConfig{
-		Addrs:          splitList(s.cfg.Redis.Addrs),
-		MasterName:     s.cfg.Redis.MasterName,
-		Cluster:        s.cfg.Redis.Cluster,
-		Username:       s.cfg.Redis.Username,
-		Password:       s.cfg.Redis.Password,
-		DB:             s.cfg.Redis.DB,
-		TracerProvider: s.tracer,
-	})
+	c, err := storeredis.Dial(ctx, s.cfg.Redis.client(s.tracer))
 	if err != nil {
 		return nil, fmt.Errorf("-redis-addr: %w", err)
 	}

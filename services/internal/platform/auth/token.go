@@ -109,15 +109,25 @@ func LoadKeys(path string, create bool, clk clock.Clock, previous ...ed25519.Pub
 	if err != nil {
 		return nil, false, fmt.Errorf("signing key: %w", err)
 	}
+	priv, err := parseSigningKey(path, der)
+	if err != nil {
+		return nil, false, fmt.Errorf("signing key %w", err)
+	}
+	return NewKeys(priv, clk, previous...), created, nil
+}
+
+// parseSigningKey parses the DER of the Ed25519 signing key in the file at
+// path; its errors start with the path.
+func parseSigningKey(path string, der []byte) (ed25519.PrivateKey, error) {
 	parsed, err := x509.ParsePKCS8PrivateKey(der)
 	if err != nil {
-		return nil, false, fmt.Errorf("signing key %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	priv, ok := parsed.(ed25519.PrivateKey)
 	if !ok {
-		return nil, false, fmt.Errorf("signing key %s: not an Ed25519 key", path)
+		return nil, fmt.Errorf("%s: not an Ed25519 key", path)
 	}
-	return NewKeys(priv, clk, previous...), created, nil
+	return priv, nil
 }
 
 // LoadPrevious reads previous signing keys (the PEM files rotation left
@@ -129,13 +139,9 @@ func LoadPrevious(paths []string) ([]ed25519.PublicKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("previous signing key: %w", err)
 		}
-		parsed, err := x509.ParsePKCS8PrivateKey(der)
+		priv, err := parseSigningKey(p, der)
 		if err != nil {
-			return nil, fmt.Errorf("previous signing key %s: %w", p, err)
-		}
-		priv, ok := parsed.(ed25519.PrivateKey)
-		if !ok {
-			return nil, fmt.Errorf("previous signing key %s: not an Ed25519 key", p)
+			return nil, fmt.Errorf("previous signing key %w", err)
 		}
 		out = append(out, priv.Public().(ed25519.PublicKey))
 	}
