@@ -141,34 +141,24 @@ func (s *Service) loggedRange(ctx context.Context, p store.Partition, id string,
 		ev *typev1.Event
 	}
 	var found []entry
-	after := logPrefix(id) + invertedTime(end) + "~"
 	scanned := 0
-	for {
-		recs, more, err := s.store.List(ctx, p, logPrefix(id), after, scanPage)
+	for r, err := range store.Scan(ctx, s.store, p, logPrefix(id), logPrefix(id)+invertedTime(end)+"~", scanPage) {
 		if err != nil {
 			return nil, time.Time{}, err
 		}
-		done := !more
-		for _, r := range recs {
-			after = r.Key
-			if scanned++; scanned > redeliverScan {
-				return nil, time.Time{}, apierr.Invalid("start_time", "the range holds more than %d log entries; ask for a shorter one", redeliverScan)
-			}
-			d := &feedv1.Delivery{}
-			if err := proto.Unmarshal(r.Value, d); err != nil {
-				return nil, time.Time{}, fmt.Errorf("decode %s: %w", r.Key, err)
-			}
-			at := d.GetTime().AsTime()
-			if at.Before(start) {
-				done = true
-				break
-			}
-			if d.GetEvent() != nil {
-				found = append(found, entry{at: at, ev: d.GetEvent()})
-			}
+		if scanned++; scanned > redeliverScan {
+			return nil, time.Time{}, apierr.Invalid("start_time", "the range holds more than %d log entries; ask for a shorter one", redeliverScan)
 		}
-		if done {
+		d := &feedv1.Delivery{}
+		if err := proto.Unmarshal(r.Value, d); err != nil {
+			return nil, time.Time{}, fmt.Errorf("decode %s: %w", r.Key, err)
+		}
+		at := d.GetTime().AsTime()
+		if at.Before(start) {
 			break
+		}
+		if d.GetEvent() != nil {
+			found = append(found, entry{at: at, ev: d.GetEvent()})
 		}
 	}
 	// The log is newest first; deliver oldest first, each event once.

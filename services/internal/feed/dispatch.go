@@ -78,26 +78,6 @@ func (s *Service) dispatch(ctx context.Context) error {
 // scanPage is how many keys one List of a background scan reads.
 const scanPage = 500
 
-// eachKey calls fn on every record of prefix in p, a page at a time.
-func (s *Service) eachKey(ctx context.Context, p store.Partition, prefix string, fn func([]store.Record) error) error {
-	after := ""
-	for {
-		recs, more, err := s.store.List(ctx, p, prefix, after, scanPage)
-		if err != nil {
-			return err
-		}
-		if len(recs) > 0 {
-			if err := fn(recs); err != nil {
-				return err
-			}
-			after = recs[len(recs)-1].Key
-		}
-		if !more {
-			return nil
-		}
-	}
-}
-
 // allSubscriptions lists every subscription of every community.
 func (s *Service) allSubscriptions(ctx context.Context) ([]subKey, error) {
 	parts, err := s.store.Partitions(ctx)
@@ -106,14 +86,11 @@ func (s *Service) allSubscriptions(ctx context.Context) ([]subKey, error) {
 	}
 	var out []subKey
 	for _, p := range parts {
-		err := s.eachKey(ctx, p, subscriptions.Prefix, func(recs []store.Record) error {
-			for _, r := range recs {
-				out = append(out, subKey{p: p, id: strings.TrimPrefix(r.Key, subscriptions.Prefix)})
+		for r, err := range store.Scan(ctx, s.store, p, subscriptions.Prefix, "", scanPage) {
+			if err != nil {
+				return out, err
 			}
-			return nil
-		})
-		if err != nil {
-			return out, err
+			out = append(out, subKey{p: p, id: strings.TrimPrefix(r.Key, subscriptions.Prefix)})
 		}
 	}
 	return out, nil
@@ -128,14 +105,11 @@ func (s *Service) cleanup(ctx context.Context) error {
 	}
 	for _, p := range parts {
 		var gone []string
-		err := s.eachKey(ctx, p, "gone/", func(recs []store.Record) error {
-			for _, r := range recs {
-				gone = append(gone, strings.TrimPrefix(r.Key, "gone/"))
+		for r, err := range store.Scan(ctx, s.store, p, "gone/", "", scanPage) {
+			if err != nil {
+				return err
 			}
-			return nil
-		})
-		if err != nil {
-			return err
+			gone = append(gone, strings.TrimPrefix(r.Key, "gone/"))
 		}
 		for _, id := range gone {
 			if err := s.removeAll(ctx, p, id); err != nil {

@@ -92,22 +92,15 @@ func (s *Service) rulesOf(ctx context.Context, p store.Partition) (*rules, error
 
 // scan calls fn for every record under prefix.
 func (s *Service) scan(ctx context.Context, p store.Partition, prefix string, fn func(store.Record) error) error {
-	after := ""
-	for {
-		recs, more, err := s.store.List(ctx, p, prefix, after, 1000)
+	for rec, err := range store.Scan(ctx, s.store, p, prefix, "", 1000) {
 		if err != nil {
 			return err
 		}
-		for _, rec := range recs {
-			if err := fn(rec); err != nil {
-				return fmt.Errorf("%s: %w", rec.Key, err)
-			}
-			after = rec.Key
-		}
-		if !more || len(recs) == 0 {
-			return nil
+		if err := fn(rec); err != nil {
+			return fmt.Errorf("%s: %w", rec.Key, err)
 		}
 	}
+	return nil
 }
 
 // rank orders facility levels for eligibility: township and community

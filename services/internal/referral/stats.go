@@ -47,37 +47,29 @@ func (s *Service) GetStatistics(ctx context.Context, req *referralv1.GetStatisti
 	}
 	until := end.AddDate(0, 1, 0)
 	groups := map[statKey]*statGroup{}
-	after, read := referralPrefix+idFloor(start), 0
-	for {
-		recs, more, err := s.store.List(ctx, store.Partition(c.Community), referralPrefix, after, statBatch)
+	read := 0
+	for rec, err := range store.Scan(ctx, s.store, store.Partition(c.Community), referralPrefix, referralPrefix+idFloor(start), statBatch) {
 		if err != nil {
 			return nil, err
 		}
-		for _, rec := range recs {
-			after = rec.Key
-			created := idTime(strings.TrimPrefix(rec.Key, referralPrefix))
-			if !created.Before(until) {
-				more = false
-				break
-			}
-			if read++; read > maxStatReferral {
-				return nil, apierr.Condition("TOO_MANY_REFERRALS", "more than %d referrals in the range; ask for fewer months", maxStatReferral)
-			}
-			r, err := referrals.Decode(rec)
-			if err != nil {
-				return nil, err
-			}
-			k := statKey{month: created.In(chinaTime).Format("2006-01"), from: r.GetSendingFacility(), to: r.GetTargetFacility()}
-			g := groups[k]
-			if g == nil {
-				g = &statGroup{}
-				groups[k] = g
-			}
-			g.add(r)
-		}
-		if !more {
+		created := idTime(strings.TrimPrefix(rec.Key, referralPrefix))
+		if !created.Before(until) {
 			break
 		}
+		if read++; read > maxStatReferral {
+			return nil, apierr.Condition("TOO_MANY_REFERRALS", "more than %d referrals in the range; ask for fewer months", maxStatReferral)
+		}
+		r, err := referrals.Decode(rec)
+		if err != nil {
+			return nil, err
+		}
+		k := statKey{month: created.In(chinaTime).Format("2006-01"), from: r.GetSendingFacility(), to: r.GetTargetFacility()}
+		g := groups[k]
+		if g == nil {
+			g = &statGroup{}
+			groups[k] = g
+		}
+		g.add(r)
 	}
 	resp := &referralv1.GetStatisticsResponse{}
 	total := &statGroup{}

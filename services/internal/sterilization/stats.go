@@ -133,26 +133,19 @@ func (s *Service) scanStats(ctx context.Context, c auth.Caller, prefix, start, e
 		return nil, err
 	}
 	var rows []statRow
-	after := prefix + first
-	for {
-		recs, more, err := s.store.List(ctx, store.Partition(c.Community), prefix, after, 1000)
+	for rec, err := range store.Scan(ctx, s.store, store.Partition(c.Community), prefix, prefix+first, 1000) {
 		if err != nil {
 			return nil, err
 		}
-		for _, rec := range recs {
-			after = rec.Key
-			parts := strings.Split(strings.TrimPrefix(rec.Key, prefix), "/")
-			if parts[0] > last {
-				return rows, nil
-			}
-			if parts[0] >= first && keep(parts[1:]) {
-				rows = append(rows, statRow{day: parts[0], parts: parts[1:], value: rec.Value})
-			}
+		parts := strings.Split(strings.TrimPrefix(rec.Key, prefix), "/")
+		if parts[0] > last {
+			break
 		}
-		if !more {
-			return rows, nil
+		if parts[0] >= first && keep(parts[1:]) {
+			rows = append(rows, statRow{day: parts[0], parts: parts[1:], value: rec.Value})
 		}
 	}
+	return rows, nil
 }
 
 // dispatchRows reads the dispatch counters of a range that the caller may

@@ -269,48 +269,40 @@ func (t *Trail) Verify(ctx context.Context, community string) (Verification, err
 		v.Bad, v.Problem = seq, problem
 		return v, nil
 	}
-	after := ""
-	for {
-		recs, more, err := t.st.List(ctx, p, recordPrefix, after, verifyPage)
+	for r, err := range store.Scan(ctx, t.st, p, recordPrefix, "", verifyPage) {
 		if err != nil {
 			return Verification{}, err
 		}
-		for _, r := range recs {
-			after = r.Key
-			seq, err := strconv.ParseUint(strings.TrimPrefix(r.Key, recordPrefix), 10, 64)
-			if err != nil {
-				return fail(want, fmt.Sprintf("a record is stored under the malformed key %q", r.Key))
-			}
-			switch {
-			case seq < want:
-				return fail(seq, "is older than the chain's anchor: it should have been pruned, or was put back")
-			case seq > want:
-				return fail(want, "is missing: the chain jumps from the record before it to "+RecordName(seq))
-			}
-			rec, err := decodeRecord(r.Value)
-			if err != nil {
-				return fail(seq, "cannot be decoded")
-			}
-			if rec.GetSequence() != seq || rec.GetName() != RecordName(seq) {
-				return fail(seq, fmt.Sprintf("holds record %d: records were moved", rec.GetSequence()))
-			}
-			if !bytes.Equal(rec.GetPreviousHash(), prev) {
-				return fail(seq, "does not link to the hash of the record before it")
-			}
-			h, err := Hash(rec)
-			if err != nil {
-				return Verification{}, err
-			}
-			if !bytes.Equal(h, rec.GetHash()) || rec.GetCommunity() != community {
-				return fail(seq, "does not match its hash: it was edited")
-			}
-			prev = rec.GetHash()
-			want++
-			v.Checked++
+		seq, err := strconv.ParseUint(strings.TrimPrefix(r.Key, recordPrefix), 10, 64)
+		if err != nil {
+			return fail(want, fmt.Sprintf("a record is stored under the malformed key %q", r.Key))
 		}
-		if !more {
-			break
+		switch {
+		case seq < want:
+			return fail(seq, "is older than the chain's anchor: it should have been pruned, or was put back")
+		case seq > want:
+			return fail(want, "is missing: the chain jumps from the record before it to "+RecordName(seq))
 		}
+		rec, err := decodeRecord(r.Value)
+		if err != nil {
+			return fail(seq, "cannot be decoded")
+		}
+		if rec.GetSequence() != seq || rec.GetName() != RecordName(seq) {
+			return fail(seq, fmt.Sprintf("holds record %d: records were moved", rec.GetSequence()))
+		}
+		if !bytes.Equal(rec.GetPreviousHash(), prev) {
+			return fail(seq, "does not link to the hash of the record before it")
+		}
+		h, err := Hash(rec)
+		if err != nil {
+			return Verification{}, err
+		}
+		if !bytes.Equal(h, rec.GetHash()) || rec.GetCommunity() != community {
+			return fail(seq, "does not match its hash: it was edited")
+		}
+		prev = rec.GetHash()
+		want++
+		v.Checked++
 	}
 	switch {
 	case want-1 < head.seq:

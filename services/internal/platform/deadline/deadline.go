@@ -153,38 +153,31 @@ func (s *Scheduler) Fire(ctx context.Context) (int, error) {
 
 func (s *Scheduler) firePartition(ctx context.Context, p store.Partition, now time.Time) (int, error) {
 	fired := 0
-	after := ""
-	for {
-		recs, more, err := s.store.List(ctx, p, duePrefix, after, scanBatch)
+	for rec, err := range store.Scan(ctx, s.store, p, duePrefix, "", scanBatch) {
 		if err != nil {
 			return fired, err
 		}
-		for _, rec := range recs {
-			after = rec.Key
-			at, kind, id, err := parseDueKey(rec.Key)
-			if err != nil {
-				s.logger.ErrorContext(ctx, "skipping a malformed timer", "partition", string(p), "key", rec.Key)
-				continue
-			}
-			if at.After(now) {
-				return fired, nil
-			}
-			ok, err := s.fire(ctx, p, rec.Key, Timer{Partition: p, Kind: kind, ID: id, At: at, Now: now})
-			if errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrClosed) || ctx.Err() != nil {
-				return fired, err
-			}
-			if err != nil {
-				s.logger.ErrorContext(ctx, "timer handler failed; it will fire again", "partition", string(p), "kind", kind, "error", err.Error())
-				continue
-			}
-			if ok {
-				fired++
-			}
+		at, kind, id, err := parseDueKey(rec.Key)
+		if err != nil {
+			s.logger.ErrorContext(ctx, "skipping a malformed timer", "partition", string(p), "key", rec.Key)
+			continue
 		}
-		if !more {
+		if at.After(now) {
 			return fired, nil
 		}
+		ok, err := s.fire(ctx, p, rec.Key, Timer{Partition: p, Kind: kind, ID: id, At: at, Now: now})
+		if errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrClosed) || ctx.Err() != nil {
+			return fired, err
+		}
+		if err != nil {
+			s.logger.ErrorContext(ctx, "timer handler failed; it will fire again", "partition", string(p), "kind", kind, "error", err.Error())
+			continue
+		}
+		if ok {
+			fired++
+		}
 	}
+	return fired, nil
 }
 
 // fire runs one timer's handler in the transaction that deletes it. It

@@ -62,26 +62,19 @@ func Scan[T any](ctx context.Context, st store.Store, p store.Partition, start, 
 	n := 0
 	for d := start; !d.After(end); d = d.AddDate(0, 0, 1) {
 		day := d.Format(time.DateOnly)
-		for after := ""; ; {
-			recs, more, err := st.List(ctx, p, prefix(day), after, pageSize)
+		for rec, err := range store.Scan(ctx, st, p, prefix(day), "", pageSize) {
 			if err != nil {
 				return err
 			}
-			for _, rec := range recs {
-				after = rec.Key
-				if n++; n > MaxFacts {
-					return apierr.Invalid("end_day", "more than %d %s; ask for fewer days", MaxFacts, what)
-				}
-				var f T
-				if err := json.Unmarshal(rec.Value, &f); err != nil {
-					return fmt.Errorf("decode %s: %w", rec.Key, err)
-				}
-				if err := fn(day, f); err != nil {
-					return err
-				}
+			if n++; n > MaxFacts {
+				return apierr.Invalid("end_day", "more than %d %s; ask for fewer days", MaxFacts, what)
 			}
-			if !more {
-				break
+			var f T
+			if err := json.Unmarshal(rec.Value, &f); err != nil {
+				return fmt.Errorf("decode %s: %w", rec.Key, err)
+			}
+			if err := fn(day, f); err != nil {
+				return err
 			}
 		}
 	}
