@@ -2,6 +2,7 @@ package feed
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -211,87 +212,41 @@ const (
 	// the source directly whether it missed one, which catches a stream
 	// stuck on a dead connection.
 	tailProbe = time.Minute
+	// tailBatch bounds the events a tail adds before it wakes its readers.
+	tailBatch = 256
 )
 
 // run follows the source until ctx ends or the source refuses for good,
-// reconnecting after the last event received.
+// reconnecting after the newest event received.
 func (t *tail) run(ctx context.Context) {
 	defer t.hub.remove(t)
-	delay := tailRetryMin
-	for {
-		received, err := t.follow(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		switch status.Code(err) {
-		case codes.FailedPrecondition, codes.InvalidArgument, codes.PermissionDenied, codes.Unimplemented, codes.Unauthenticated:
-			t.hub.logger.Warn("feed: stopped following a service; readers read it directly", "source", t.src.Name, "error", err.Error())
-			return
-		}
-		if received {
-			delay = tailRetryMin
-		}
-		t.hub.logger.Debug("feed: reconnecting to a service's events", "source", t.src.Name, "error", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, tailRetryMax)
+	f := &eventfeed.Follower{
+		Source: t.src,
+		Open: func(ctx context.Context) (context.Context, string, error) {
+			sctx, err := t.hub.asService(ctx, t.key.community)
+			return sctx, t.last(), err
+		},
+		Apply: func(_ context.Context, evs []*typev1.Event) error {
+			for _, ev := range evs {
+				t.add(ev)
+			}
+			t.hub.notify(t.key.community)
+			return nil
+		},
+		Failed: func(_ context.Context, err error) bool {
+			switch status.Code(err) {
+			case codes.FailedPrecondition, codes.InvalidArgument, codes.PermissionDenied, codes.Unimplemented, codes.Unauthenticated:
+				t.hub.logger.Warn("feed: stopped following a service; readers read it directly", "source", t.src.Name, "error", err.Error())
+				return false
+			}
+			level := t.hub.logger.Debug
+			if errors.Is(err, eventfeed.ErrStalled) {
+				level = t.hub.logger.Warn
+			}
+			level("feed: reconnecting to a service's events", "source", t.src.Name, "error", err)
+			return true
+		},
+		MaxBatch: tailBatch, RetryMin: tailRetryMin, RetryMax: tailRetryMax, Probe: tailProbe,
 	}
-}
-
-// follow reads one WatchEvents stream after the newest event until it
-// fails, and reports whether it received anything.
-func (t *tail) follow(ctx context.Context) (received bool, err error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sctx, err := t.hub.asService(ctx, t.key.community)
-	if err != nil {
-		return false, err
-	}
-	stream, err := t.src.Watch(sctx, t.last())
-	if err != nil {
-		return false, err
-	}
-	got := make(chan struct{}, 1)
-	go t.probe(sctx, cancel, got)
-	for {
-		resp, err := stream.Recv()
-		if err != nil {
-			return received, err
-		}
-		received = true
-		t.add(resp.GetEvent())
-		t.hub.notify(t.key.community)
-		select {
-		case got <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// probe cancels the stream when a whole tailProbe passes without an event
-// while the source has one after the newest event received.
-func (t *tail) probe(ctx context.Context, cancel context.CancelFunc, got <-chan struct{}) {
-	tick := time.NewTicker(tailProbe)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		select {
-		case <-got:
-			continue
-		default:
-		}
-		resp, err := t.src.List(ctx, t.last(), 1)
-		if err == nil && len(resp.GetEvents()) > 0 {
-			t.hub.logger.Warn("feed: a service's event stream stalled; reconnecting", "source", t.src.Name)
-			cancel()
-			return
-		}
-	}
+	f.Run(ctx)
 }

@@ -41,99 +41,42 @@ func sourceKey(name string) string { return "src/" + name }
 // batchMax is how many events one transaction indexes at most.
 const batchMax = 256
 
-// follow follows src in community until ctx ends, reconnecting after the
-// last event indexed.
-func (s *Service) follow(ctx context.Context, community string, src *eventfeed.Source) {
-	const retryMin = 100 * time.Millisecond
-	delay := retryMin
-	for ctx.Err() == nil {
-		progressed, err := s.followOnce(ctx, community, src)
-		if ctx.Err() != nil {
-			return
-		}
-		if progressed {
-			delay = retryMin
-		}
-		if cursorExpired(err) {
-			if err := s.restart(ctx, community, src.Name); err != nil {
-				s.logger.Error("recognition: could not reset a center's cursor", "source", src.Name, "error", err.Error())
-			}
-		}
-		level := s.logger.Debug
-		if status.Code(err) != codes.Unavailable {
-			level = s.logger.Warn
-		}
-		level("recognition: reconnecting to a center's events", "source", src.Name, "community", community, "error", fmt.Sprint(err))
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, s.cfg.RetryMax)
-	}
-}
+// probeInterval is how long a center's stream may go without an event
+// before the registry asks the center whether it missed one.
+const probeInterval = time.Minute
 
-// followOnce reads one WatchEvents stream after the stored cursor until it
-// fails, and reports whether it indexed anything.
-func (s *Service) followOnce(ctx context.Context, community string, src *eventfeed.Source) (bool, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	p := store.Partition(community)
-	st, err := s.sourceState(ctx, p, src.Name)
-	if err != nil {
-		return false, err
-	}
-	sctx, err := s.peers.AsService(ctx, community)
-	if err != nil {
-		return false, err
-	}
-	stream, err := src.Watch(sctx, st.GetCursor())
-	if err != nil {
-		return false, err
-	}
-	received := make(chan *typev1.Event, batchMax)
-	failed := make(chan error, 1)
-	go func() {
-		for {
-			resp, err := stream.Recv()
+// follow follows src in community until ctx ends, reconnecting after the
+// last event indexed, which it reads from the store at each connection.
+func (s *Service) follow(ctx context.Context, community string, src *eventfeed.Source) {
+	f := &eventfeed.Follower{
+		Source: src,
+		Open: func(ctx context.Context) (context.Context, string, error) {
+			st, err := s.sourceState(ctx, store.Partition(community), src.Name)
 			if err != nil {
-				failed <- err
-				close(received)
-				return
+				return nil, "", err
 			}
-			select {
-			case received <- resp.GetEvent():
-			case <-ctx.Done():
-				failed <- ctx.Err()
-				close(received)
-				return
-			}
-		}
-	}()
-	progressed := false
-	for {
-		ev, ok := <-received
-		if !ok {
-			return progressed, <-failed
-		}
-		batch := []*typev1.Event{ev}
-	drain:
-		for len(batch) < batchMax {
-			select {
-			case ev, ok := <-received:
-				if !ok {
-					break drain
+			sctx, err := s.peers.AsService(ctx, community)
+			return sctx, st.GetCursor(), err
+		},
+		Apply: func(ctx context.Context, evs []*typev1.Event) error {
+			return s.Ingest(ctx, community, src.Name, evs)
+		},
+		Failed: func(ctx context.Context, err error) bool {
+			if cursorExpired(err) {
+				if err := s.restart(ctx, community, src.Name); err != nil {
+					s.logger.Error("recognition: could not reset a center's cursor", "source", src.Name, "error", err.Error())
 				}
-				batch = append(batch, ev)
-			default:
-				break drain
 			}
-		}
-		if err := s.Ingest(ctx, community, src.Name, batch); err != nil {
-			return progressed, err
-		}
-		progressed = true
+			level := s.logger.Debug
+			if status.Code(err) != codes.Unavailable {
+				level = s.logger.Warn
+			}
+			level("recognition: reconnecting to a center's events", "source", src.Name, "community", community, "error", fmt.Sprint(err))
+			return true
+		},
+		MaxBatch: batchMax, RetryMin: 100 * time.Millisecond, RetryMax: s.cfg.RetryMax, Probe: probeInterval,
 	}
+	f.Run(ctx)
 }
 
 // sourceState returns the stored state of a source, or its start.
