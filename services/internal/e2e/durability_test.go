@@ -1,14 +1,10 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +13,7 @@ import (
 
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
+	"github.com/countymcc/mcc/services/internal/mcctest"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/servertest"
@@ -27,10 +24,11 @@ import (
 // restarts it on the same data directory and checks that every write it
 // acknowledged is there, with its event.
 func TestAcknowledgedWritesSurviveSIGKILL(t *testing.T) {
-	bin := buildMCC(t)
+	bin := mcctest.Build(t)
 	dir := t.TempDir()
 
-	proc, addr := startProcess(t, bin, dir)
+	proc := mcctest.Start(t, bin, dir)
+	addr := proc.GRPC
 	keys, _, err := auth.LoadKeys(filepath.Join(dir, "signing.key"), false, clock.System{})
 	if err != nil {
 		t.Fatal(err)
@@ -81,17 +79,14 @@ func TestAcknowledgedWritesSurviveSIGKILL(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := proc.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	proc.Wait()
+	proc.Kill()
 	close(stop)
 	wg.Wait()
 	if len(acked) == 0 {
 		t.Fatal("no write was acknowledged before the kill")
 	}
 
-	_, addr = startProcess(t, bin, dir)
+	addr = mcctest.Start(t, bin, dir).GRPC
 	client = dial(t, addr)
 	for _, id := range acked {
 		if _, err := client.GetFacility(ctx, &directoryv1.GetFacilityRequest{Name: "facilities/" + id}); err != nil {
@@ -138,60 +133,6 @@ func TestAcknowledgedWritesSurviveSIGKILL(t *testing.T) {
 		}
 	}
 	t.Logf("%d writes acknowledged before SIGKILL, %d stored after restart", len(acked), len(stored))
-}
-
-// buildMCC builds the mcc binary into a temporary directory, or skips in
-// -short mode.
-func buildMCC(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds and runs the mcc binary")
-	}
-	bin := filepath.Join(t.TempDir(), "mcc")
-	build := exec.Command("go", "build", "-o", bin, "github.com/countymcc/mcc/services/cmd/mcc")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// startProcess starts the mcc binary on ephemeral ports, with extra
-// flags, and returns it with its gRPC address, read from its "mcc started"
-// log line.
-func startProcess(t *testing.T, bin, dataDir string, extra ...string) (*exec.Cmd, string) {
-	t.Helper()
-	cmd := exec.Command(bin, append([]string{"-data-dir=" + dataDir, "-grpc-addr=127.0.0.1:0", "-http-addr=127.0.0.1:0"}, extra...)...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	addrs := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var line struct {
-				Msg  string `json:"msg"`
-				GRPC string `json:"grpc"`
-			}
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "mcc started" {
-				addrs <- line.GRPC
-			}
-		}
-	}()
-	select {
-	case addr := <-addrs:
-		return cmd, addr
-	case <-time.After(30 * time.Second):
-		t.Fatal("mcc did not start within 30s")
-		return nil, ""
-	}
 }
 
 func dial(t *testing.T, addr string) directoryv1.DirectoryServiceClient {

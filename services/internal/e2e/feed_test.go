@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +29,7 @@ import (
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/app"
 	"github.com/countymcc/mcc/services/internal/feed"
+	"github.com/countymcc/mcc/services/internal/mcctest"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/servertest"
@@ -287,14 +287,15 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 // is delivered again, and all those after it, in order: the cursor had not
 // moved.
 func TestWebhookDeliveryIsRedeliveredAfterSIGKILL(t *testing.T) {
-	bin := buildMCC(t)
+	bin := mcctest.Build(t)
 	dir := t.TempDir()
 	var secret string
 	rcv := newHookReceiver(t, &secret)
 	rcv.setHang(true)
 	flags := []string{"-feed.allow-loopback", "-feed.webhook-ca-file=" + rcv.caFile, "-feed.lease-ttl=6s", "-feed.scan-interval=100ms",
 		"-feed.retry-base=50ms", "-feed.retry-max=200ms", "-feed.delivery-timeout=2s"}
-	proc, addr := startProcess(t, bin, dir, flags...)
+	proc := mcctest.Start(t, bin, dir, flags...)
+	addr := proc.GRPC
 	keys, _, err := auth.LoadKeys(filepath.Join(dir, "signing.key"), false, clock.System{})
 	if err != nil {
 		t.Fatal(err)
@@ -342,13 +343,10 @@ func TestWebhookDeliveryIsRedeliveredAfterSIGKILL(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("no delivery arrived")
 	}
-	if err := proc.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	proc.Wait()
+	proc.Kill()
 
 	rcv.setHang(false)
-	_, addr = startProcess(t, bin, dir, flags...)
+	addr = mcctest.Start(t, bin, dir, flags...).GRPC
 	eventually(t, 20*time.Second, "every event after the restart", func() bool {
 		got, _ := rcv.delivered()
 		return len(got) == len(want)

@@ -19,6 +19,7 @@ import (
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/app"
 	"github.com/countymcc/mcc/services/internal/feed"
+	"github.com/countymcc/mcc/services/internal/mcctest"
 )
 
 // guidePath is docs/INTEGRATION.md, seen from this package.
@@ -114,7 +115,7 @@ func TestIntegrationGuide(t *testing.T) {
 	if len(steps) < 8 {
 		t.Fatalf("only %d steps in %s", len(steps), guidePath)
 	}
-	bin := buildMCC(t)
+	bin := mcctest.Build(t)
 	sys := start(t)
 	seed := app.Env{Getenv: func(string) string { return "" }, Stdout: io.Discard, Stderr: io.Discard}
 	if err := app.Run(context.Background(), []string{"seed", "demo", "-addr", sys.grpc, "-data-dir", sys.dataDir}, seed); err != nil {

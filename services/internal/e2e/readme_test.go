@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/countymcc/mcc/services/internal/mcctest"
 )
 
 // readmePath is README.md, seen from this package.
@@ -56,7 +58,7 @@ func TestReadmeQuickstart(t *testing.T) {
 			t.Fatalf("the quickstart no longer contains %q; update this test with it", want)
 		}
 	}
-	bin := buildMCC(t)
+	bin := mcctest.Build(t)
 	sys := start(t)
 	code = strings.ReplaceAll(code, "go run ./services/cmd/mcc", bin)
 	code = strings.ReplaceAll(code, "localhost:8080", strings.TrimPrefix(sys.url, "http://"))

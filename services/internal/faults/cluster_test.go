@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/countymcc/mcc/services/internal/freeport"
+	"github.com/countymcc/mcc/services/internal/mcctest"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -114,7 +115,7 @@ func busiestPrimary(t *testing.T, nodes []*redisServer) *redisServer {
 // had not yet replicated are lost, and the test reports how many; with
 // -redis.wait-replicas=1 none may be lost.
 func TestRedisClusterFailover(t *testing.T) {
-	bin := buildMCC(t)
+	bin := mcctest.Build(t)
 	for _, wait := range []int{0, 1} {
 		t.Run(fmt.Sprintf("wait-replicas=%d", wait), func(t *testing.T) {
 			nodes := startCluster(t)
@@ -126,7 +127,7 @@ func TestRedisClusterFailover(t *testing.T) {
 			m := startMCC(t, bin, dir, "-store=redis", "-redis.cluster", "-redis-addr="+strings.Join(addrs, ","),
 				"-redis.wait-replicas="+strconv.Itoa(wait))
 			ctx := adminContext(t, dir)
-			c := dialDirectory(t, m.grpc)
+			c := dialDirectory(t, m.GRPC)
 			l := newLedger()
 			errs := newErrorLog()
 			stop := make(chan struct{})

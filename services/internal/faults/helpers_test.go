@@ -3,9 +3,7 @@
 package faults
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -26,102 +24,17 @@ import (
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/freeport"
+	"github.com/countymcc/mcc/services/internal/mcctest"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/servertest"
 )
 
-// buildMCC builds the mcc binary into a temporary directory.
-func buildMCC(t *testing.T) string {
+// startMCC runs bin as mcctest.Start does, with no rate limit at the
+// gateway: the fault tests' clients are the load.
+func startMCC(t *testing.T, bin, dataDir string, flags ...string) *mcctest.Process {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "mcc")
-	build := exec.Command("go", "build", "-o", bin, "github.com/countymcc/mcc/services/cmd/mcc")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// mcc is one running mcc process the test started.
-type mcc struct {
-	cmd        *exec.Cmd
-	grpc, http string
-	exited     chan struct{}
-	logPath    string
-}
-
-// startMCC runs bin with the flags on ephemeral loopback ports (unless the
-// flags name them), its log in dataDir, and returns once it logged "mcc
-// started". The process is killed when the test ends.
-func startMCC(t *testing.T, bin, dataDir string, flags ...string) *mcc {
-	t.Helper()
-	args := []string{"-data-dir=" + dataDir, "-gateway.rate-limit=0"}
-	if !hasFlag(flags, "-grpc-addr") {
-		args = append(args, "-grpc-addr=127.0.0.1:0")
-	}
-	if !hasFlag(flags, "-http-addr") {
-		args = append(args, "-http-addr=127.0.0.1:0")
-	}
-	cmd := exec.Command(bin, append(args, flags...)...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &mcc{cmd: cmd, exited: make(chan struct{}), logPath: filepath.Join(t.TempDir(), "mcc.log")}
-	logf, err := os.Create(m.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	type addrs struct{ grpc, http string }
-	started := make(chan addrs, 1)
-	go func() {
-		defer logf.Close()
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			logf.Write(append(sc.Bytes(), '\n'))
-			var line struct{ Msg, GRPC, HTTP string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "mcc started" {
-				started <- addrs{line.GRPC, line.HTTP}
-			}
-		}
-		cmd.Wait()
-		close(m.exited)
-	}()
-	t.Cleanup(m.kill)
-	select {
-	case a := <-started:
-		m.grpc, m.http = a.grpc, a.http
-		return m
-	case <-m.exited:
-		t.Fatalf("mcc exited at start; log:\n%s", tailFile(m.logPath))
-	case <-time.After(60 * time.Second):
-		t.Fatalf("mcc did not start within 60s; log:\n%s", tailFile(m.logPath))
-	}
-	return nil
-}
-
-func hasFlag(flags []string, name string) bool {
-	for _, f := range flags {
-		if strings.HasPrefix(f, name+"=") {
-			return true
-		}
-	}
-	return false
-}
-
-// kill ends the process with SIGKILL, by its PID, and reaps it.
-func (m *mcc) kill() {
-	select {
-	case <-m.exited:
-		return
-	default:
-	}
-	m.cmd.Process.Signal(syscall.SIGKILL)
-	<-m.exited
+	return mcctest.Start(t, bin, dataDir, append([]string{"-gateway.rate-limit=0"}, flags...)...)
 }
 
 // rss is the process's resident memory in bytes, from /proc.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
+	"github.com/countymcc/mcc/services/internal/mcctest"
 )
 
 // storm writes from writers clients until stop closes: each client creates
@@ -60,14 +61,14 @@ func storm(ctx context.Context, c directoryv1.DirectoryServiceClient, l *ledger,
 // directory each time. After every restart each acknowledged write is
 // there, and each facility's stored version is the one of its last event.
 func TestSIGKILLDuringWriteStorm(t *testing.T) {
-	bin := buildMCC(t)
+	bin := mcctest.Build(t)
 	dir := t.TempDir()
 	l := newLedger()
 	var total time.Duration
 	for round := range 10 {
 		m := startMCC(t, bin, dir, "-store=bolt")
 		ctx := adminContext(t, dir)
-		c := dialDirectory(t, m.grpc)
+		c := dialDirectory(t, m.GRPC)
 		if round > 0 {
 			if lost := checkLedger(t, ctx, c, l); lost > 0 {
 				t.Fatalf("round %d: %d acknowledged writes lost", round, lost)
@@ -79,14 +80,14 @@ func TestSIGKILLDuringWriteStorm(t *testing.T) {
 		wait := 200*time.Millisecond + rand.N(1300*time.Millisecond)
 		total += wait
 		time.Sleep(wait)
-		m.kill()
+		m.Kill()
 		close(stop)
 		wg.Wait()
 		attempted, acked := l.counts()
 		t.Logf("round %d: killed after %s; so far %d writes attempted, %d acknowledged", round+1, wait.Round(time.Millisecond), attempted, acked)
 	}
 	m := startMCC(t, bin, dir, "-store=bolt")
-	lost := checkLedger(t, adminContext(t, dir), dialDirectory(t, m.grpc), l)
+	lost := checkLedger(t, adminContext(t, dir), dialDirectory(t, m.GRPC), l)
 	attempted, acked := l.counts()
 	if acked == 0 {
 		t.Fatal("no write was acknowledged: the test proved nothing")

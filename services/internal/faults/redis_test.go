@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/countymcc/mcc/services/internal/mcctest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -71,11 +72,11 @@ func waitAcked(t *testing.T, l *ledger, n int, within time.Duration) time.Time {
 // before, during or after is stored.
 func TestRedisRestartUnderLoad(t *testing.T) {
 	r := startRedis(t, "--appendonly", "yes", "--appendfsync", "always")
-	bin := buildMCC(t)
+	bin := mcctest.Build(t)
 	dir := t.TempDir()
 	m := startMCC(t, bin, dir, "-store=redis", "-redis-addr="+r.addr)
 	ctx := adminContext(t, dir)
-	c := dialDirectory(t, m.grpc)
+	c := dialDirectory(t, m.GRPC)
 	l := newLedger()
 	errs := newErrorLog()
 	stop := make(chan struct{})

@@ -19,6 +19,7 @@ import (
 
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
+	"github.com/countymcc/mcc/services/internal/mcctest"
 )
 
 // TestAbusiveClients aims three kinds of abuse at one mcc at once: 300
@@ -29,13 +30,13 @@ import (
 // the server, the oversize messages refused, and the process's memory stay
 // under the 300 MB the load targets allow.
 func TestAbusiveClients(t *testing.T) {
-	bin := buildMCC(t)
+	bin := mcctest.Build(t)
 	dir := t.TempDir()
 	m := startMCC(t, bin, dir, "-store=bolt")
-	pid := m.cmd.Process.Pid
+	pid := m.Cmd.Process.Pid
 	ctx := adminContext(t, dir)
-	c := dialDirectory(t, m.grpc)
-	base := "http://" + m.http
+	c := dialDirectory(t, m.GRPC)
+	base := "http://" + m.HTTP
 	admin := token(t, dir, "qrmyy", typev1.Role_ROLE_ADMIN)
 	if _, err := writeFacility(ctx, c, "qrmyy", 0); err != nil {
 		t.Fatal(err)
@@ -53,7 +54,7 @@ func TestAbusiveClients(t *testing.T) {
 		abuse.Add(1)
 		go func() {
 			defer abuse.Done()
-			conn, err := net.Dial("tcp", m.http)
+			conn, err := net.Dial("tcp", m.HTTP)
 			if err != nil {
 				return
 			}

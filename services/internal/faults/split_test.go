@@ -18,6 +18,7 @@ import (
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/directory"
 	"github.com/countymcc/mcc/services/internal/freeport"
+	"github.com/countymcc/mcc/services/internal/mcctest"
 )
 
 // splitTargets are the services of a split deployment, one process each.
@@ -66,7 +67,7 @@ func str(m map[string]any, path ...string) string {
 // township's feed poller keeps polling, and once the lab is back on its
 // data directory the poller receives the lab's new events.
 func TestSplitModeServiceDown(t *testing.T) {
-	bin := buildMCC(t)
+	bin := mcctest.Build(t)
 	keys := t.TempDir()
 	if out, err := exec.Command(bin, "keys", "-dir", keys).CombinedOutput(); err != nil {
 		t.Fatalf("mcc keys: %v\n%s", err, out)
@@ -86,7 +87,7 @@ func TestSplitModeServiceDown(t *testing.T) {
 		return out
 	}
 	dirs := map[string]string{}
-	procs := map[string]*mcc{}
+	procs := map[string]*mcctest.Process{}
 	startService := func(s string) {
 		flags := append(append([]string{"-target=" + s, "-grpc-addr=" + addr[s]}, common...), peers(s)...)
 		procs[s] = startMCC(t, bin, dirs[s], flags...)
@@ -96,7 +97,7 @@ func TestSplitModeServiceDown(t *testing.T) {
 		startService(s)
 	}
 	gw := startMCC(t, bin, t.TempDir(), append(append([]string{"-target=gateway"}, common...), peers("")...)...)
-	base := "http://" + gw.http
+	base := "http://" + gw.HTTP
 
 	admin := token(t, keys, "qrmyy", typev1.Role_ROLE_ADMIN)
 	doc := token(t, keys, "dls", typev1.Role_ROLE_CLINICIAN)
@@ -173,7 +174,7 @@ func TestSplitModeServiceDown(t *testing.T) {
 	}()
 
 	killed := time.Now()
-	procs["lab"].kill()
+	procs["lab"].Kill()
 	// The lab's routes answer 503; the others keep working.
 	got, out := restCall(t, "POST", base+"/v1/lab/orders", doc, order)
 	if got != http.StatusServiceUnavailable {
