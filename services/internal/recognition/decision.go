@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -14,12 +13,15 @@ import (
 	"github.com/countymcc/mcc/services/internal/platform/events"
 	"github.com/countymcc/mcc/services/internal/platform/idem"
 	"github.com/countymcc/mcc/services/internal/platform/resource"
+	"github.com/countymcc/mcc/services/internal/platform/timeid"
 	"github.com/countymcc/mcc/services/internal/store"
 )
 
 // Decisions are stored at dec/{id} and never change. The statistics read
 // them by month from decm/{YYYY-MM}/{id}; a correction is marked at
-// corr/{corrected id}, which is how a decision shows who corrected it.
+// corr/{corrected id}, which is how a decision shows who corrected it. IDs
+// are time-ordered (timeid), so the corrections of the decisions of some
+// months are one range of corr/.
 var decisions = resource.Table[*recognitionv1.Decision]{
 	Collection: "decisions",
 	Prefix:     "dec/",
@@ -115,11 +117,11 @@ func (s *Service) CreateDecision(ctx context.Context, req *recognitionv1.CreateD
 			return nil, apierr.Condition(ReasonNotRecognizable, "%s is not recognizable (%s): %s", e.GetName(), v.why, v.detail)
 		}
 	}
-	id, err := uuid.NewV7()
+	id, err := timeid.New(now)
 	if err != nil {
 		return nil, err
 	}
-	d.Name = decisions.Name(id.String())
+	d.Name = decisions.Name(id)
 	d.Patient, d.Item = e.GetPatient(), e.GetItem()
 	d.Facility, d.Clinician = c.Facility, c.Subject
 	d.PriceFen, d.CatalogVersion = it.GetPriceFen(), r.catalogVersion
@@ -154,7 +156,7 @@ func (s *Service) CreateDecision(ctx context.Context, req *recognitionv1.CreateD
 		if err := decisions.Create(tx, d); err != nil {
 			return err
 		}
-		if err := tx.Put("decm/"+monthOf(now)+"/"+id.String(), mustMarshal(d)); err != nil {
+		if err := tx.Put("decm/"+monthOf(now)+"/"+id, mustMarshal(d)); err != nil {
 			return err
 		}
 		if err := idem.Remember(tx, c, req.GetRequestId(), d.GetName()); err != nil {

@@ -135,6 +135,16 @@ func testDecisionsAndStatistics(t *testing.T, f *fixture) {
 	}
 	_, err = f.rec.GetStatistics(f.admin(t), &recognitionv1.GetStatisticsRequest{StartMonth: "2026-11", EndMonth: "2026-10"})
 	servertest.WantField(t, err, "end_month")
+	// Months holding more decisions than one call reads are refused,
+	// naming the field to narrow: the month holds 6 decisions and a
+	// correction.
+	recognition.SetMaxStatDecisions(t, 6)
+	_, err = f.rec.GetStatistics(f.admin(t), &recognitionv1.GetStatisticsRequest{StartMonth: "2026-11", EndMonth: "2026-11"})
+	servertest.WantError(t, err, codes.InvalidArgument, "end_month")
+	recognition.SetMaxStatDecisions(t, 7)
+	if _, err := f.rec.GetStatistics(f.admin(t), &recognitionv1.GetStatisticsRequest{StartMonth: "2026-11", EndMonth: "2026-11"}); err != nil {
+		t.Errorf("statistics of 7 records with a bound of 7: %v", err)
+	}
 }
 
 // resultOf returns the newest registry entry of patient and item, as an

@@ -3,6 +3,7 @@ package recognition
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -11,11 +12,16 @@ import (
 
 	recognitionv1 "github.com/countymcc/mcc/proto/mcc/recognition/v1"
 	"github.com/countymcc/mcc/services/internal/platform/apierr"
+	"github.com/countymcc/mcc/services/internal/platform/timeid"
 	"github.com/countymcc/mcc/services/internal/store"
 )
 
 // maxMonths bounds the months one statistics call reads.
 const maxMonths = 24
+
+// maxStatDecisions bounds the decisions and corrections one statistics
+// call reads; a variable for tests.
+var maxStatDecisions = 500_000
 
 // GetStatistics aggregates the decisions of the months asked for. Only the
 // latest decision of a correction chain counts.
@@ -42,12 +48,27 @@ func (s *Service) GetStatistics(ctx context.Context, req *recognitionv1.GetStati
 	if !seesAll(c) {
 		facility = c.Facility
 	}
+	// The corrections of the decisions made in the months asked for: their
+	// IDs, like the decisions', sort by creation time.
+	from := time.Date(start.Year(), start.Month(), 1, 0, 0, 0, 0, cst)
+	until := time.Date(end.Year(), end.Month()+1, 1, 0, 0, 0, 0, cst)
+	read := 0
+	tooMany := func() error {
+		return apierr.Invalid("end_month", "the months hold more than %d decisions; ask for fewer", maxStatDecisions)
+	}
 	corrected := map[string]bool{}
-	if err := s.scan(ctx, p, "corr/", func(rec store.Record) error {
-		corrected[decisions.Name(strings.TrimPrefix(rec.Key, "corr/"))] = true
-		return nil
-	}); err != nil {
-		return nil, err
+	for rec, err := range store.Scan(ctx, s.store, p, "corr/", "corr/"+timeid.Floor(from), 1000) {
+		if err != nil {
+			return nil, err
+		}
+		id := strings.TrimPrefix(rec.Key, "corr/")
+		if !timeid.Time(id).Before(until) {
+			break
+		}
+		if read++; read > maxStatDecisions {
+			return nil, tooMany()
+		}
+		corrected[decisions.Name(id)] = true
 	}
 	type key struct{ item, facility, month string }
 	rows := map[key]*recognitionv1.StatisticsRow{}
@@ -56,13 +77,19 @@ func (s *Service) GetStatistics(ctx context.Context, req *recognitionv1.GetStati
 	repeated := map[string]int32{}
 	for m := start; !m.After(end); m = m.AddDate(0, 1, 0) {
 		month := m.Format("2006-01")
-		err := s.scan(ctx, p, "decm/"+month+"/", func(rec store.Record) error {
+		for rec, err := range store.Scan(ctx, s.store, p, "decm/"+month+"/", "", 1000) {
+			if err != nil {
+				return nil, err
+			}
+			if read++; read > maxStatDecisions {
+				return nil, tooMany()
+			}
 			d := &recognitionv1.Decision{}
 			if err := proto.Unmarshal(rec.Value, d); err != nil {
-				return err
+				return nil, fmt.Errorf("%s: %w", rec.Key, err)
 			}
 			if corrected[d.GetName()] || facility != "" && d.GetFacility() != facility {
-				return nil
+				continue
 			}
 			k := key{d.GetItem(), d.GetFacility(), month}
 			row := rows[k]
@@ -79,10 +106,6 @@ func (s *Service) GetStatistics(ctx context.Context, req *recognitionv1.GetStati
 					repeated[d.GetItem()]++
 				}
 			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
 		}
 	}
 	resp := &recognitionv1.GetStatisticsResponse{Total: rate(total)}

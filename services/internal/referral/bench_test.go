@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	referralv1 "github.com/countymcc/mcc/proto/mcc/referral/v1"
+	"github.com/countymcc/mcc/services/internal/platform/timeid"
 	"github.com/countymcc/mcc/services/internal/referral"
 )
 
@@ -110,7 +111,7 @@ func seed(b *testing.B, f *fixture, n int, pending int) []string {
 	rs := make([]*referralv1.Referral, n)
 	created := f.Clock.Now().Add(-time.Duration(n) * time.Second)
 	for i := range n {
-		id, err := referral.NewID(created.Add(time.Duration(i) * time.Second))
+		id, err := timeid.New(created.Add(time.Duration(i) * time.Second))
 		if err != nil {
 			b.Fatal(err)
 		}

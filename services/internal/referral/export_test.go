@@ -2,14 +2,10 @@ package referral
 
 import (
 	"context"
-	"time"
 
 	referralv1 "github.com/countymcc/mcc/proto/mcc/referral/v1"
 	"github.com/countymcc/mcc/services/internal/store"
 )
-
-// NewID is newID, for tests that store referrals directly.
-func NewID(at time.Time) (string, error) { return newID(at) }
 
 // Seed stores referrals directly, with their index keys, many in one
 // transaction, for benchmarks that need a large store quickly.

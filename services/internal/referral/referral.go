@@ -20,6 +20,7 @@ import (
 	"github.com/countymcc/mcc/services/internal/platform/idem"
 	"github.com/countymcc/mcc/services/internal/platform/paging"
 	"github.com/countymcc/mcc/services/internal/platform/resource"
+	"github.com/countymcc/mcc/services/internal/platform/timeid"
 	"github.com/countymcc/mcc/services/internal/store"
 )
 
@@ -42,7 +43,7 @@ func (s *Service) CreateReferral(ctx context.Context, req *referralv1.CreateRefe
 	now := s.clock.Now()
 	// The ID is chosen outside the transaction, so a retried transaction
 	// keeps it.
-	id, err := newID(now)
+	id, err := timeid.New(now)
 	if err != nil {
 		return nil, err
 	}

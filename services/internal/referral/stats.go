@@ -11,6 +11,7 @@ import (
 
 	referralv1 "github.com/countymcc/mcc/proto/mcc/referral/v1"
 	"github.com/countymcc/mcc/services/internal/platform/apierr"
+	"github.com/countymcc/mcc/services/internal/platform/timeid"
 	"github.com/countymcc/mcc/services/internal/store"
 )
 
@@ -48,11 +49,11 @@ func (s *Service) GetStatistics(ctx context.Context, req *referralv1.GetStatisti
 	until := end.AddDate(0, 1, 0)
 	groups := map[statKey]*statGroup{}
 	read := 0
-	for rec, err := range store.Scan(ctx, s.store, store.Partition(c.Community), referralPrefix, referralPrefix+idFloor(start), statBatch) {
+	for rec, err := range store.Scan(ctx, s.store, store.Partition(c.Community), referralPrefix, referralPrefix+timeid.Floor(start), statBatch) {
 		if err != nil {
 			return nil, err
 		}
-		created := idTime(strings.TrimPrefix(rec.Key, referralPrefix))
+		created := timeid.Time(strings.TrimPrefix(rec.Key, referralPrefix))
 		if !created.Before(until) {
 			break
 		}

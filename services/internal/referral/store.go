@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
-	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 
 	referralv1 "github.com/countymcc/mcc/proto/mcc/referral/v1"
@@ -86,46 +84,6 @@ func followUpSnapshot(f *referralv1.FollowUp) proto.Message {
 	}
 	snap.AllowedActions = nil
 	return snap
-}
-
-// newID returns a UUIDv7 whose timestamp is now on the service's clock, so
-// keys sort by creation time on the same time line as every other field.
-func newID(now time.Time) (string, error) {
-	u, err := uuid.NewV7()
-	if err != nil {
-		return "", err
-	}
-	stampID(&u, now)
-	return u.String(), nil
-}
-
-// stampID sets the 48-bit millisecond timestamp of a UUIDv7.
-func stampID(u *uuid.UUID, at time.Time) {
-	ms := uint64(at.UnixMilli())
-	for i := range 6 {
-		u[i] = byte(ms >> (8 * (5 - i)))
-	}
-}
-
-// idFloor is a key that sorts before every referral ID created at or after
-// at, for range scans.
-func idFloor(at time.Time) string {
-	var u uuid.UUID
-	stampID(&u, at)
-	return u.String()
-}
-
-// idTime is the creation time an ID carries.
-func idTime(id string) time.Time {
-	u, err := uuid.Parse(id)
-	if err != nil {
-		return time.Time{}
-	}
-	var ms int64
-	for i := range 6 {
-		ms = ms<<8 | int64(u[i])
-	}
-	return time.UnixMilli(ms)
 }
 
 func facilityID(name string) string { return strings.TrimPrefix(name, "facilities/") }
