@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -311,44 +310,4 @@ func TestStoredBytesAreCanonical(t *testing.T) {
 			t.Errorf("stored %x\nwant   %x", b, again)
 		}
 	})
-}
-
-// BenchmarkAppend measures what storing records costs on bolt (fsync on),
-// in batches of 1 and of 40 (what the Writer's group commit gathers at 256
-// concurrent calls), as process CPU time per record: the record's encoding
-// and hash, its key and three index entries, and its share of the commit.
-func BenchmarkAppend(b *testing.B) {
-	for _, batch := range []int{1, 40} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			st, err := bolt.Open(filepath.Join(b.TempDir(), "audit.db"), bolt.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
-			tr := audit.NewTrail(st)
-			cpu0 := cpuTime(b)
-			b.ResetTimer()
-			for i := 0; i < b.N; i += batch {
-				recs := make([]*auditv1.AuditRecord, min(batch, b.N-i))
-				for j := range recs {
-					recs[j] = record(i + j)
-					recs[j].Patients = []string{fmt.Sprintf("patients/%016x", (i+j)*7919)}
-				}
-				if err := tr.Append(context.Background(), "demo", recs); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.StopTimer()
-			b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/record")
-		})
-	}
-}
-
-// cpuTime is the user and system CPU time the process has used.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
