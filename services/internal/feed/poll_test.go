@@ -372,19 +372,19 @@ func TestLongPollsAreBounded(t *testing.T) {
 	ctx := f.clinic(t, "dls")
 	_, cursor := poll(t, f.feed, ctx, "")
 
-	// The first long poll takes the one place, trying again while a probe
-	// below holds it.
+	// The first long poll takes the one place.
 	done := make(chan error, 1)
 	go func() {
-		for {
-			_, err := f.feed.Poll(ctx, &feedv1.PollRequest{After: cursor, Wait: durationpb.New(10 * time.Second)})
-			if status.Code(err) != codes.ResourceExhausted {
-				done <- err
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		_, err := f.feed.Poll(ctx, &feedv1.PollRequest{After: cursor, Wait: durationpb.New(10 * time.Second)})
+		done <- err
 	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.svc.Waiting() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first long poll never took its place")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	refused := func(err error) bool {
 		if status.Code(err) != codes.ResourceExhausted {
 			return false
@@ -397,19 +397,10 @@ func TestLongPollsAreBounded(t *testing.T) {
 		t.Errorf("refused without a RetryInfo: %v", err)
 		return true
 	}
-	// Once the first poll holds the place, a second is refused.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, err := f.feed.Poll(ctx, &feedv1.PollRequest{After: cursor, Wait: durationpb.New(50 * time.Millisecond)})
-		if refused(err) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a second long poll was never refused")
-		}
+	// While it holds the place, a second is refused.
+	_, err := f.feed.Poll(ctx, &feedv1.PollRequest{After: cursor, Wait: durationpb.New(50 * time.Millisecond)})
+	if !refused(err) {
+		t.Fatalf("a second long poll beyond the bound: %v, want ResourceExhausted", err)
 	}
 	stream, err := f.feed.Watch(ctx, &feedv1.WatchRequest{After: cursor})
 	if err == nil {
