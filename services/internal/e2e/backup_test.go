@@ -17,6 +17,7 @@ import (
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/app"
+	"github.com/countymcc/mcc/services/internal/mcctest"
 	"github.com/countymcc/mcc/services/internal/platform/servertest"
 )
 
@@ -34,7 +35,7 @@ func mcc(t *testing.T, args ...string) (string, error) {
 func TestBackupUnderLoadAndRestore(t *testing.T) {
 	sys := start(t)
 	ctx := servertest.WithToken(context.Background(), sys.token(t, "demo", "qrmyy", time.Hour, typev1.Role_ROLE_ADMIN))
-	client := dial(t, sys.grpc)
+	client := mcctest.DialDirectory(t, sys.grpc)
 
 	var (
 		mu    sync.Mutex
@@ -89,7 +90,7 @@ func TestBackupUnderLoadAndRestore(t *testing.T) {
 		copyFile(t, filepath.Join(sys.dataDir, key), filepath.Join(restored, key))
 	}
 	again := startIn(t, restored)
-	client = dial(t, again.grpc)
+	client = mcctest.DialDirectory(t, again.grpc)
 	for _, id := range before {
 		if _, err := client.GetFacility(ctx, &directoryv1.GetFacilityRequest{Name: "facilities/" + id}); err != nil {
 			t.Errorf("%s, acknowledged before the backup, is not in it: %v", id, err)

@@ -8,9 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/mcctest"
@@ -38,7 +35,7 @@ func TestAcknowledgedWritesSurviveSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := servertest.WithToken(context.Background(), tok)
-	client := dial(t, addr)
+	client := mcctest.DialDirectory(t, addr)
 
 	const writers = 16
 	var (
@@ -87,7 +84,7 @@ func TestAcknowledgedWritesSurviveSIGKILL(t *testing.T) {
 	}
 
 	addr = mcctest.Start(t, bin, dir).GRPC
-	client = dial(t, addr)
+	client = mcctest.DialDirectory(t, addr)
 	for _, id := range acked {
 		if _, err := client.GetFacility(ctx, &directoryv1.GetFacilityRequest{Name: "facilities/" + id}); err != nil {
 			t.Errorf("acknowledged facility %s lost: %v", id, err)
@@ -96,31 +93,12 @@ func TestAcknowledgedWritesSurviveSIGKILL(t *testing.T) {
 	// Every stored facility has exactly its creation event, and no event
 	// describes a facility that was not stored.
 	stored := map[string]bool{}
-	for token := ""; ; {
-		page, err := client.ListFacilities(ctx, &directoryv1.ListFacilitiesRequest{PageSize: 1000, PageToken: token})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range page.GetFacilities() {
-			stored[f.GetName()] = true
-		}
-		if token = page.GetNextPageToken(); token == "" {
-			break
-		}
+	for _, f := range mcctest.Facilities(t, ctx, client) {
+		stored[f.GetName()] = true
 	}
 	events := map[string]int{}
-	for cursor := ""; ; {
-		page, err := client.ListEvents(ctx, &directoryv1.ListEventsRequest{After: cursor, PageSize: 1000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range page.GetEvents() {
-			events[e.GetResource()]++
-		}
-		if len(page.GetEvents()) == 0 {
-			break
-		}
-		cursor = page.GetNextCursor()
+	for _, e := range mcctest.DirectoryEvents(t, ctx, client) {
+		events[e.GetResource()]++
 	}
 	for name := range stored {
 		if events[name] != 1 {
@@ -133,14 +111,4 @@ func TestAcknowledgedWritesSurviveSIGKILL(t *testing.T) {
 		}
 	}
 	t.Logf("%d writes acknowledged before SIGKILL, %d stored after restart", len(acked), len(stored))
-}
-
-func dial(t *testing.T, addr string) directoryv1.DirectoryServiceClient {
-	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return directoryv1.NewDirectoryServiceClient(conn)
 }

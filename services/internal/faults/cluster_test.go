@@ -13,24 +13,25 @@ import (
 
 	"github.com/countymcc/mcc/services/internal/freeport"
 	"github.com/countymcc/mcc/services/internal/mcctest"
+	"github.com/countymcc/mcc/services/internal/store/redistest"
 	goredis "github.com/redis/go-redis/v9"
 )
 
 // startCluster starts six redis-server nodes and makes them a Cluster of
 // three primaries with one replica each, and waits until every replica's
 // link to its primary is up. It returns the nodes.
-func startCluster(t *testing.T) []*redisServer {
+func startCluster(t *testing.T) []*redistest.Server {
 	t.Helper()
-	var nodes []*redisServer
+	var nodes []*redistest.Server
 	var addrs []string
 	for range 6 {
-		n := startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+		n := redistest.StartServer(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			// A primary is failed after one second without an answer.
 			"--cluster-node-timeout", "1000",
 			"--cluster-port", strconv.Itoa(freeport.One(t)),
 			"--appendonly", "yes", "--appendfsync", "always")
 		nodes = append(nodes, n)
-		addrs = append(addrs, n.addr)
+		addrs = append(addrs, n.Addr)
 	}
 	args := append([]string{"--cluster", "create"}, addrs...)
 	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
@@ -39,7 +40,7 @@ func startCluster(t *testing.T) []*redisServer {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for _, n := range nodes {
-		c := goredis.NewClient(&goredis.Options{Addr: n.addr})
+		c := goredis.NewClient(&goredis.Options{Addr: n.Addr})
 		for {
 			info, err := c.Info(context.Background(), "replication").Result()
 			state, _ := c.ClusterInfo(context.Background()).Result()
@@ -50,7 +51,7 @@ func startCluster(t *testing.T) []*redisServer {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("cluster node %s not ready: %s", n.addr, info)
+				t.Fatalf("cluster node %s not ready: %s", n.Addr, info)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -61,7 +62,7 @@ func startCluster(t *testing.T) []*redisServer {
 
 // waitFailover waits until a live node has taken over from dead: three
 // live primaries and the cluster state ok.
-func waitFailover(t *testing.T, nodes []*redisServer, dead *redisServer) {
+func waitFailover(t *testing.T, nodes []*redistest.Server, dead *redistest.Server) {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		primaries := 0
@@ -70,7 +71,7 @@ func waitFailover(t *testing.T, nodes []*redisServer, dead *redisServer) {
 			if n == dead {
 				continue
 			}
-			c := goredis.NewClient(&goredis.Options{Addr: n.addr, MaxRetries: -1})
+			c := goredis.NewClient(&goredis.Options{Addr: n.Addr, MaxRetries: -1})
 			info, _ := c.Info(context.Background(), "replication").Result()
 			state, _ := c.ClusterInfo(context.Background()).Result()
 			c.Close()
@@ -88,12 +89,12 @@ func waitFailover(t *testing.T, nodes []*redisServer, dead *redisServer) {
 
 // busiestPrimary returns the primary holding the most keys: the one the
 // directory's partition (one hash tag) lives on.
-func busiestPrimary(t *testing.T, nodes []*redisServer) *redisServer {
+func busiestPrimary(t *testing.T, nodes []*redistest.Server) *redistest.Server {
 	t.Helper()
-	var best *redisServer
+	var best *redistest.Server
 	var most int64 = -1
 	for _, n := range nodes {
-		c := goredis.NewClient(&goredis.Options{Addr: n.addr})
+		c := goredis.NewClient(&goredis.Options{Addr: n.Addr})
 		info, _ := c.Info(context.Background(), "replication").Result()
 		size, err := c.DBSize(context.Background()).Result()
 		c.Close()
@@ -121,13 +122,13 @@ func TestRedisClusterFailover(t *testing.T) {
 			nodes := startCluster(t)
 			var addrs []string
 			for _, n := range nodes {
-				addrs = append(addrs, n.addr)
+				addrs = append(addrs, n.Addr)
 			}
 			dir := t.TempDir()
 			m := startMCC(t, bin, dir, "-store=redis", "-redis.cluster", "-redis-addr="+strings.Join(addrs, ","),
 				"-redis.wait-replicas="+strconv.Itoa(wait))
 			ctx := adminContext(t, dir)
-			c := dialDirectory(t, m.GRPC)
+			c := mcctest.DialDirectory(t, m.GRPC)
 			l := newLedger()
 			errs := newErrorLog()
 			stop := make(chan struct{})
@@ -138,7 +139,7 @@ func TestRedisClusterFailover(t *testing.T) {
 			_, atKill := l.counts()
 			killed := time.Now()
 			var failedOver, rejoined time.Duration
-			primary.kill()
+			primary.Kill()
 			if wait > 0 {
 				// With one replica a shard and WAIT 1, the promoted
 				// replica has no replica of its own, so no write to the
@@ -148,7 +149,7 @@ func TestRedisClusterFailover(t *testing.T) {
 				// as the new primary's replica.
 				waitFailover(t, nodes, primary)
 				failedOver = time.Since(killed)
-				primary.start(t)
+				primary.Restart(t)
 				rejoined = time.Since(killed)
 			}
 			// The writes in flight at the kill may still be answered; the

@@ -5,25 +5,18 @@ package faults
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
-	"github.com/countymcc/mcc/services/internal/freeport"
 	"github.com/countymcc/mcc/services/internal/mcctest"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
@@ -57,14 +50,6 @@ func rss(t *testing.T, pid int) int64 {
 	return 0
 }
 
-func tailFile(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 3000 {
-		b = b[len(b)-3000:]
-	}
-	return string(b)
-}
-
 // adminContext returns ctx with an administrator's token signed with the
 // key in dataDir.
 func adminContext(t *testing.T, dataDir string) context.Context {
@@ -88,16 +73,6 @@ func token(t *testing.T, dataDir, facility string, role typev1.Role) string {
 		t.Fatal(err)
 	}
 	return tok
-}
-
-func dialDirectory(t *testing.T, addr string) directoryv1.DirectoryServiceClient {
-	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return directoryv1.NewDirectoryServiceClient(conn)
 }
 
 // ledger records the writes the clients made and which were acknowledged.
@@ -172,32 +147,13 @@ func checkLedger(t *testing.T, ctx context.Context, c directoryv1.DirectoryServi
 func checkLedgerReport(t *testing.T, ctx context.Context, c directoryv1.DirectoryServiceClient, l *ledger, strict bool) (lost int, earliest time.Time) {
 	t.Helper()
 	stored := map[string]uint64{}
-	for tok := ""; ; {
-		page, err := c.ListFacilities(ctx, &directoryv1.ListFacilitiesRequest{PageSize: 1000, PageToken: tok})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range page.GetFacilities() {
-			v, _ := strconv.ParseUint(f.GetEtag(), 10, 64)
-			stored[f.GetName()] = v
-		}
-		if tok = page.GetNextPageToken(); tok == "" {
-			break
-		}
+	for _, f := range mcctest.Facilities(t, ctx, c) {
+		v, _ := strconv.ParseUint(f.GetEtag(), 10, 64)
+		stored[f.GetName()] = v
 	}
 	last := map[string]string{}
-	for cursor := ""; ; {
-		page, err := c.ListEvents(ctx, &directoryv1.ListEventsRequest{After: cursor, PageSize: 1000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range page.GetEvents() {
-			last[e.GetResource()] = e.GetResourceEtag()
-		}
-		if len(page.GetEvents()) == 0 {
-			break
-		}
-		cursor = page.GetNextCursor()
+	for _, e := range mcctest.DirectoryEvents(t, ctx, c) {
+		last[e.GetResource()] = e.GetResourceEtag()
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -219,72 +175,4 @@ func checkLedgerReport(t *testing.T, ctx context.Context, c directoryv1.Director
 		}
 	}
 	return lost, earliest
-}
-
-// redisServer is one redis-server process the test started.
-type redisServer struct {
-	addr, dir string
-	args      []string
-	cmd       *exec.Cmd
-	exited    chan struct{}
-}
-
-// startRedis runs redis-server on a free loopback port in its own temp dir
-// with args, and waits until it answers.
-func startRedis(t *testing.T, args ...string) *redisServer {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("MCC_TEST_REQUIRE_REDIS") == "1" {
-			t.Fatal("redis-server is not installed")
-		}
-		t.Skip("redis-server is not installed")
-	}
-	r := &redisServer{addr: "127.0.0.1:" + strconv.Itoa(freeport.One(t)), dir: t.TempDir(), args: args}
-	r.start(t)
-	t.Cleanup(r.kill)
-	return r
-}
-
-func (r *redisServer) start(t *testing.T) {
-	t.Helper()
-	_, port, _ := net.SplitHostPort(r.addr)
-	args := append([]string{"--port", port, "--bind", "127.0.0.1", "--dir", r.dir, "--daemonize", "no", "--save", ""}, r.args...)
-	r.cmd = exec.Command("redis-server", args...)
-	logf, err := os.OpenFile(filepath.Join(r.dir, "redis.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	r.cmd.Stdout, r.cmd.Stderr = logf, logf
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	r.exited = exited
-	cmd := r.cmd
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	c := goredis.NewClient(&goredis.Options{Addr: r.addr, MaxRetries: -1})
-	defer c.Close()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c.Ping(context.Background()).Err() == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on %s did not answer:\n%s", r.addr, tailFile(filepath.Join(r.dir, "redis.log")))
-		}
-	}
-}
-
-// kill ends redis-server with SIGKILL, by its PID.
-func (r *redisServer) kill() {
-	select {
-	case <-r.exited:
-		return
-	default:
-	}
-	r.cmd.Process.Signal(syscall.SIGKILL)
-	<-r.exited
 }

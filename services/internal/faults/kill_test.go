@@ -68,7 +68,7 @@ func TestSIGKILLDuringWriteStorm(t *testing.T) {
 	for round := range 10 {
 		m := startMCC(t, bin, dir, "-store=bolt")
 		ctx := adminContext(t, dir)
-		c := dialDirectory(t, m.GRPC)
+		c := mcctest.DialDirectory(t, m.GRPC)
 		if round > 0 {
 			if lost := checkLedger(t, ctx, c, l); lost > 0 {
 				t.Fatalf("round %d: %d acknowledged writes lost", round, lost)
@@ -87,7 +87,7 @@ func TestSIGKILLDuringWriteStorm(t *testing.T) {
 		t.Logf("round %d: killed after %s; so far %d writes attempted, %d acknowledged", round+1, wait.Round(time.Millisecond), attempted, acked)
 	}
 	m := startMCC(t, bin, dir, "-store=bolt")
-	lost := checkLedger(t, adminContext(t, dir), dialDirectory(t, m.GRPC), l)
+	lost := checkLedger(t, adminContext(t, dir), mcctest.DialDirectory(t, m.GRPC), l)
 	attempted, acked := l.counts()
 	if acked == 0 {
 		t.Fatal("no write was acknowledged: the test proved nothing")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/countymcc/mcc/services/internal/mcctest"
+	"github.com/countymcc/mcc/services/internal/store/redistest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -71,12 +72,12 @@ func waitAcked(t *testing.T, l *ledger, n int, within time.Duration) time.Time {
 // connections without anyone restarting mcc, and every write acknowledged
 // before, during or after is stored.
 func TestRedisRestartUnderLoad(t *testing.T) {
-	r := startRedis(t, "--appendonly", "yes", "--appendfsync", "always")
+	r := redistest.StartServer(t, "--appendonly", "yes", "--appendfsync", "always")
 	bin := mcctest.Build(t)
 	dir := t.TempDir()
-	m := startMCC(t, bin, dir, "-store=redis", "-redis-addr="+r.addr)
+	m := startMCC(t, bin, dir, "-store=redis", "-redis-addr="+r.Addr)
 	ctx := adminContext(t, dir)
-	c := dialDirectory(t, m.GRPC)
+	c := mcctest.DialDirectory(t, m.GRPC)
 	l := newLedger()
 	errs := newErrorLog()
 	stop := make(chan struct{})
@@ -85,10 +86,10 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 	waitAcked(t, l, 500, 30*time.Second)
 	_, before := l.counts()
 	killed := time.Now()
-	r.kill()
+	r.Kill()
 	time.Sleep(2 * time.Second)
 	_, duringDown := l.counts()
-	r.start(t)
+	r.Restart(t)
 	restarted := time.Now()
 	_, atRestart := l.counts()
 	back := waitAcked(t, l, atRestart, 30*time.Second)

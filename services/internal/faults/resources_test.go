@@ -35,7 +35,7 @@ func TestAbusiveClients(t *testing.T) {
 	m := startMCC(t, bin, dir, "-store=bolt")
 	pid := m.Cmd.Process.Pid
 	ctx := adminContext(t, dir)
-	c := dialDirectory(t, m.GRPC)
+	c := mcctest.DialDirectory(t, m.GRPC)
 	base := "http://" + m.HTTP
 	admin := token(t, dir, "qrmyy", typev1.Role_ROLE_ADMIN)
 	if _, err := writeFacility(ctx, c, "qrmyy", 0); err != nil {

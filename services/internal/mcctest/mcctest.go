@@ -1,18 +1,26 @@
 // Package mcctest builds the mcc binary and runs it as a separate process,
 // for the tests that need a real process: SIGKILL, restarts, split mode,
-// memory.
+// memory; and reads back what such a test wrote to the directory.
 package mcctest
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
+	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
+	"github.com/countymcc/mcc/services/internal/testproc"
 )
 
 // Build builds the mcc binary into a temporary directory, or skips the test
@@ -32,14 +40,12 @@ func Build(t testing.TB) string {
 
 // Process is one running mcc the test started.
 type Process struct {
-	Cmd *exec.Cmd
+	*testproc.Proc
 	// GRPC and HTTP are the addresses it listens on, from its "mcc
 	// started" log line.
 	GRPC, HTTP string
 	// LogPath is the file its log goes to.
 	LogPath string
-	// Exited is closed once the process has exited and been reaped.
-	Exited chan struct{}
 }
 
 // Start runs bin with the flags, on ephemeral loopback ports unless the
@@ -56,40 +62,42 @@ func Start(t testing.TB, bin, dataDir string, flags ...string) *Process {
 		args = append(args, "-http-addr=127.0.0.1:0")
 	}
 	cmd := exec.Command(bin, append(args, flags...)...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &Process{Cmd: cmd, Exited: make(chan struct{}), LogPath: filepath.Join(t.TempDir(), "mcc.log")}
+	p := &Process{LogPath: filepath.Join(t.TempDir(), "mcc.log")}
 	logf, err := os.Create(p.LogPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	// The log goes to the file and through a pipe to the reader looking
+	// for the start line, which drains it until the process has exited.
+	pr, pw := io.Pipe()
+	cmd.Stderr = io.MultiWriter(logf, pw)
+	if p.Proc, err = testproc.Start(cmd); err != nil {
 		t.Fatal(err)
 	}
 	type addrs struct{ grpc, http string }
 	started := make(chan addrs, 1)
 	go func() {
-		defer logf.Close()
-		sc := bufio.NewScanner(stderr)
+		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
-			logf.Write(append(sc.Bytes(), '\n'))
 			var line struct{ Msg, GRPC, HTTP string }
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "mcc started" {
 				started <- addrs{line.GRPC, line.HTTP}
 			}
 		}
-		cmd.Wait()
-		close(p.Exited)
+		io.Copy(io.Discard, pr)
+	}()
+	go func() {
+		<-p.Exited()
+		pw.Close()
+		logf.Close()
 	}()
 	t.Cleanup(p.Kill)
 	select {
 	case a := <-started:
 		p.GRPC, p.HTTP = a.grpc, a.http
 		return p
-	case <-p.Exited:
+	case <-p.Exited():
 		t.Fatalf("mcc exited at start; log:\n%s", p.LogTail())
 	case <-time.After(60 * time.Second):
 		t.Fatalf("mcc did not start within 60s; log:\n%s", p.LogTail())
@@ -108,21 +116,53 @@ func hasFlag(flags []string, name string) bool {
 
 // Kill ends the process with SIGKILL, by its PID, and waits until it is
 // reaped.
-func (p *Process) Kill() {
-	select {
-	case <-p.Exited:
-		return
-	default:
+func (p *Process) Kill() { p.Stop(0) }
+
+// LogTail returns the end of the process's log.
+func (p *Process) LogTail() string { return testproc.Tail(p.LogPath, 3000) }
+
+// DialDirectory returns a client of the directory at addr, over a
+// plaintext loopback connection closed when the test ends.
+func DialDirectory(t testing.TB, addr string) directoryv1.DirectoryServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
 	}
-	p.Cmd.Process.Signal(syscall.SIGKILL)
-	<-p.Exited
+	t.Cleanup(func() { conn.Close() })
+	return directoryv1.NewDirectoryServiceClient(conn)
 }
 
-// LogTail returns the last 3,000 bytes of the process's log.
-func (p *Process) LogTail() string {
-	b, _ := os.ReadFile(p.LogPath)
-	if len(b) > 3000 {
-		b = b[len(b)-3000:]
+// Facilities returns every facility of the directory at c, page by page.
+func Facilities(t testing.TB, ctx context.Context, c directoryv1.DirectoryServiceClient) []*directoryv1.Facility {
+	t.Helper()
+	var out []*directoryv1.Facility
+	for token := ""; ; {
+		page, err := c.ListFacilities(ctx, &directoryv1.ListFacilitiesRequest{PageSize: 1000, PageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, page.GetFacilities()...)
+		if token = page.GetNextPageToken(); token == "" {
+			return out
+		}
 	}
-	return string(b)
+}
+
+// DirectoryEvents returns every event of the directory's change feed at c,
+// oldest first.
+func DirectoryEvents(t testing.TB, ctx context.Context, c directoryv1.DirectoryServiceClient) []*typev1.Event {
+	t.Helper()
+	var out []*typev1.Event
+	for cursor := ""; ; {
+		page, err := c.ListEvents(ctx, &directoryv1.ListEventsRequest{After: cursor, PageSize: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.GetEvents()) == 0 {
+			return out
+		}
+		out = append(out, page.GetEvents()...)
+		cursor = page.GetNextCursor()
+	}
 }

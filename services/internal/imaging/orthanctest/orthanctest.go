@@ -28,12 +28,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
 
 	"github.com/countymcc/mcc/services/internal/freeport"
+	"github.com/countymcc/mcc/services/internal/testproc"
 )
 
 // Environment variables.
@@ -72,8 +72,7 @@ type Server struct {
 	// DICOMPort is the port of its DICOM listener.
 	DICOMPort int
 
-	cmd    *exec.Cmd
-	exited chan struct{}
+	proc *testproc.Proc
 }
 
 // Start returns a private Orthanc for t.
@@ -163,24 +162,21 @@ func launch(t testing.TB, orthanc, plugin, shim, dir string) (*Server, error) {
 	cmd.Dir = storage
 	cmd.Env = append(os.Environ(), "LD_PRELOAD="+shim)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
+	proc, err := testproc.Start(cmd)
+	if err != nil {
 		return nil, err
 	}
 	s := &Server{
 		URL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), DICOMPort: dicomPort,
-		cmd: cmd, exited: make(chan struct{}),
+		proc: proc,
 	}
 	s.DICOMweb = s.URL + "/dicom-web"
-	go func() {
-		_ = cmd.Wait()
-		close(s.exited)
-	}()
 	t.Cleanup(s.stop)
 	deadline := time.Now().Add(startTimeout)
 	for {
 		select {
-		case <-s.exited:
-			return nil, fmt.Errorf("Orthanc exited at start:\n%s", lastLines(logFile.Name()))
+		case <-s.proc.Exited():
+			return nil, fmt.Errorf("Orthanc exited at start:\n%s", testproc.Tail(logFile.Name(), 3000))
 		default:
 		}
 		if resp, err := http.Get(s.URL + "/system"); err == nil {
@@ -191,7 +187,7 @@ func launch(t testing.TB, orthanc, plugin, shim, dir string) (*Server, error) {
 		}
 		if time.Now().After(deadline) {
 			s.stop()
-			return nil, fmt.Errorf("Orthanc did not answer on %s within %v:\n%s", s.URL, startTimeout, lastLines(logFile.Name()))
+			return nil, fmt.Errorf("Orthanc did not answer on %s within %v:\n%s", s.URL, startTimeout, testproc.Tail(logFile.Name(), 3000))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -224,33 +220,10 @@ func listening(port int) (string, bool) {
 
 // stop ends Orthanc by its PID: politely, then by force. Orthanc takes a
 // second or two to close its index.
-func (s *Server) stop() {
-	select {
-	case <-s.exited:
-		return
-	default:
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(15 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-	}
-}
+func (s *Server) stop() { s.proc.Stop(15 * time.Second) }
 
 // Stop stops the server now, for a test of a PACS that went away.
 func (s *Server) Stop() { s.stop() }
-
-// lastLines returns the end of Orthanc's log, for error messages.
-func lastLines(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return strings.Join(lines[max(len(lines)-20, 0):], "\n")
-}
 
 // Post uploads DICOM files with Orthanc's REST API.
 func (s *Server) Post(t testing.TB, files ...string) {

@@ -3,13 +3,13 @@
 // the test ends. Tests never touch a Redis they did not start, except one
 // named by MCC_TEST_REDIS (or MCC_TEST_REDIS_CLUSTER), where each test
 // works under its own key prefix and deletes its keys afterwards.
+// StartServer gives a test a server of its own to crash and restart.
 //
 // Without redis-server on PATH the tests skip, loudly, unless
 // MCC_TEST_REQUIRE_REDIS=1 (set by CI), which makes that a failure.
 package redistest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -17,13 +17,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/countymcc/mcc/services/internal/freeport"
+	"github.com/countymcc/mcc/services/internal/testproc"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -53,7 +54,7 @@ func Start(t testing.TB) string {
 		return addr
 	}
 	bin := binary(t, "redis-server")
-	return launch(t, bin, nil).addr
+	return launch(t, bin, nil).Addr
 }
 
 // StartReplica starts a private replica of the server at primary and
@@ -70,11 +71,11 @@ func StartReplica(t testing.TB, primary string) string {
 		t.Fatalf("redistest: primary %q: %v", primary, err)
 	}
 	n := launch(t, bin, []string{"--replicaof", host, port})
-	waitFor(t, "replica "+n.addr+" in sync", func(ctx context.Context, c *goredis.Client) (bool, error) {
+	waitFor(t, "replica "+n.Addr+" in sync", func(ctx context.Context, c *goredis.Client) (bool, error) {
 		info, err := c.Info(ctx, "replication").Result()
 		return strings.Contains(info, "master_link_status:up"), err
-	}, n.addr)
-	return n.addr
+	}, n.Addr)
+	return n.Addr
 }
 
 // StartSentinel starts a private Sentinel monitoring the server at primary
@@ -98,11 +99,11 @@ func StartSentinel(t testing.TB, primary, masterName string) string {
 		t.Fatal(err)
 	}
 	n := launchIn(t, bin, dir, []string{conf, "--sentinel"})
-	waitFor(t, "sentinel "+n.addr, func(ctx context.Context, c *goredis.Client) (bool, error) {
+	waitFor(t, "sentinel "+n.Addr, func(ctx context.Context, c *goredis.Client) (bool, error) {
 		addr, err := c.Do(ctx, "SENTINEL", "get-master-addr-by-name", masterName).StringSlice()
 		return err == nil && len(addr) == 2, nil
-	}, n.addr)
-	return n.addr
+	}, n.Addr)
+	return n.Addr
 }
 
 // StartCluster returns the addresses of a three-node Redis Cluster for t:
@@ -124,7 +125,7 @@ func StartCluster(t testing.TB) []string {
 			"--cluster-node-timeout", "5000",
 			"--cluster-port", strconv.Itoa(bus),
 		})
-		addrs = append(addrs, n.addr)
+		addrs = append(addrs, n.Addr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
@@ -205,16 +206,29 @@ func binary(t testing.TB, name string) string {
 	return ""
 }
 
-// node is one running redis-server.
-type node struct {
-	addr string
-	cmd  *exec.Cmd
-	// exited is closed when the process has been reaped.
-	exited chan struct{}
+// Server is a private redis-server. A test can crash it (Kill) and start it
+// again on the same port and directory (Restart), with the data its
+// arguments made it keep, as a supervisor would.
+type Server struct {
+	// Addr is its loopback address and Dir its working directory, where
+	// its log, and any AOF or cluster config file, are kept.
+	Addr, Dir string
+	bin, port string
+	args      []string
+	proc      *testproc.Proc
+}
+
+// StartServer starts a private redis-server for t with args, in a temp dir
+// of its own, even when MCC_TEST_REDIS names a shared one: a test that
+// crashes its server needs one of its own. Unless args say otherwise it
+// keeps nothing on disk. It is stopped when t ends.
+func StartServer(t testing.TB, args ...string) *Server {
+	t.Helper()
+	return launch(t, binary(t, "redis-server"), args)
 }
 
 // launch starts redis-server with extra arguments in a fresh temp dir.
-func launch(t testing.TB, bin string, extra []string) *node {
+func launch(t testing.TB, bin string, extra []string) *Server {
 	t.Helper()
 	return launchIn(t, bin, t.TempDir(), extra)
 }
@@ -222,23 +236,16 @@ func launch(t testing.TB, bin string, extra []string) *node {
 // launchIn starts redis-server in dir on a free loopback port and waits
 // until it answers PING. A port taken between choosing and binding it is
 // retried with another.
-func launchIn(t testing.TB, bin, dir string, extra []string) *node {
+func launchIn(t testing.TB, bin, dir string, extra []string) *Server {
 	t.Helper()
 	var lastErr error
 	for range 3 {
-		port := strconv.Itoa(freeport.One(t))
-		args := append([]string{}, extra...)
-		args = append(args,
-			"--port", port,
-			"--bind", "127.0.0.1",
-			"--save", "",
-			"--appendonly", "no",
-			"--dir", dir,
-			"--daemonize", "no",
-		)
-		n, err := spawn(t, bin, dir, port, args)
+		s := &Server{Dir: dir, bin: bin, port: strconv.Itoa(freeport.One(t)), args: extra}
+		s.Addr = net.JoinHostPort("127.0.0.1", s.port)
+		err := s.spawn()
 		if err == nil {
-			return n
+			t.Cleanup(s.stop)
+			return s
 		}
 		lastErr = err
 	}
@@ -246,60 +253,63 @@ func launchIn(t testing.TB, bin, dir string, extra []string) *node {
 	return nil
 }
 
-// spawn runs one redis-server and registers its stop with t.
-func spawn(t testing.TB, bin, dir, port string, args []string) (*node, error) {
-	logPath := filepath.Join(dir, "redis-"+port+".log")
-	logFile, err := os.Create(logPath)
+// Kill ends the server with SIGKILL, as a crash.
+func (s *Server) Kill() { s.proc.Stop(0) }
+
+// Restart starts the killed server again on the same port and directory,
+// and waits until it answers.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	if err := s.spawn(); err != nil {
+		t.Fatalf("redistest: restarting redis-server: %v", err)
+	}
+}
+
+// defaults are the arguments a server gets unless its own args name them:
+// nothing kept on disk.
+var defaults = [][]string{{"--save", ""}, {"--appendonly", "no"}}
+
+// spawn runs redis-server and waits until it answers PING.
+func (s *Server) spawn() error {
+	args := append([]string{}, s.args...)
+	for _, d := range defaults {
+		if !slices.Contains(s.args, d[0]) {
+			args = append(args, d...)
+		}
+	}
+	args = append(args, "--port", s.port, "--bind", "127.0.0.1", "--dir", s.Dir, "--daemonize", "no")
+	logPath := filepath.Join(s.Dir, "redis-"+s.port+".log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer logFile.Close()
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
+	cmd := exec.Command(s.bin, args...)
+	cmd.Dir = s.Dir
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+	if s.proc, err = testproc.Start(cmd); err != nil {
+		return fmt.Errorf("start %s: %w", s.bin, err)
 	}
-	n := &node{addr: net.JoinHostPort("127.0.0.1", port), cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		close(n.exited)
-	}()
-	t.Cleanup(n.stop)
-
 	deadline := time.Now().Add(startTimeout)
 	for {
 		select {
-		case <-n.exited:
-			return nil, fmt.Errorf("redis-server exited at start:\n%s", tail(logPath))
+		case <-s.proc.Exited():
+			return fmt.Errorf("redis-server exited at start:\n%s", testproc.Tail(logPath, 2000))
 		default:
 		}
-		if ping(n.addr) == nil {
-			return n, nil
+		if ping(s.Addr) == nil {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			n.stop()
-			return nil, fmt.Errorf("redis-server on %s did not answer within %v:\n%s", n.addr, startTimeout, tail(logPath))
+			s.stop()
+			return fmt.Errorf("redis-server on %s did not answer within %v:\n%s", s.Addr, startTimeout, testproc.Tail(logPath, 2000))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// stop ends the server by its PID: politely, then by force.
-func (n *node) stop() {
-	select {
-	case <-n.exited:
-		return
-	default:
-	}
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.exited:
-	case <-time.After(5 * time.Second):
-		_ = n.cmd.Process.Kill()
-		<-n.exited
-	}
-}
+// stop ends the server: politely, then by force.
+func (s *Server) stop() { s.proc.Stop(5 * time.Second) }
 
 // ping reports whether a server answers at addr.
 func ping(addr string) error {
@@ -331,16 +341,4 @@ func waitFor(t testing.TB, what string, ready func(context.Context, *goredis.Cli
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// tail returns the end of a log file, for error messages.
-func tail(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return string(bytes.TrimSpace(b))
 }
