@@ -271,3 +271,81 @@ func BenchmarkIngest(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reports/s")
 	b.ReportMetric(5*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
 }
+
+// BenchmarkLongHistory measures what a long history of one item costs: a
+// patient with 1, 100 or 1,000 weekly potassium results (1,000 is twenty
+// years of them), all in one item bucket. For each,
+// side by side, a check of that item (one client) and the ingest of an
+// amended version of the newest report, which rewrites the bucket and
+// leaves its size as it was.
+func BenchmarkLongHistory(b *testing.B) {
+	if testing.Short() {
+		b.Skip("benchmark")
+	}
+	const potassium = "2823-3"
+	for _, history := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("history=%d", history), func(b *testing.B) {
+			f := newFixture(b)
+			f.close() // no follower: the registry is loaded directly
+			f.open(b)
+			patient := registerPatients(b, f, 1)[0]
+			ctx := context.Background()
+			cursor := 0
+			ingest := func(released time.Time) {
+				cursor++
+				ev := labEvent(fmt.Sprintf("H%d", cursor), patient, released, []string{potassium})
+				ev.Cursor = strconv.Itoa(cursor)
+				if err := f.svc.Ingest(ctx, community, "lab", []*typev1.Event{ev}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for i := history; i > 0; i-- {
+				ingest(t0.Add(-time.Duration(7*i-6) * 24 * time.Hour))
+			}
+			doctor := f.doctor(b)
+			b.Run("check", func(b *testing.B) {
+				b.ReportAllocs()
+				for range b.N {
+					resp, err := f.rec.CheckRecognition(doctor, &recognitionv1.CheckRecognitionRequest{Patient: patient, Items: []string{potassium}, Purpose: "benchmark"})
+					if err != nil {
+						b.Fatal(err)
+					}
+					if len(resp.GetItems()[0].GetRecognizable()) == 0 {
+						b.Fatal("the newest potassium result is not recognizable")
+					}
+				}
+			})
+			b.Run("ingest", func(b *testing.B) {
+				b.ReportAllocs()
+				for i := range b.N {
+					cursor++
+					ev := labEvent(fmt.Sprintf("H%d", history), patient, t0.Add(-24*time.Hour), []string{potassium})
+					amended := &labv1.Report{}
+					if err := ev.GetSnapshot().UnmarshalTo(amended); err != nil {
+						b.Fatal(err)
+					}
+					amended.Version = int32(i + 2)
+					ev, err := eventOf("report.amended", amended.GetName(), amended)
+					if err != nil {
+						b.Fatal(err)
+					}
+					ev.Cursor = strconv.Itoa(cursor)
+					if err := f.svc.Ingest(ctx, community, "lab", []*typev1.Event{ev}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				// Every amendment was applied: the newest entry is at the
+				// last version.
+				resp, err := f.rec.CheckRecognition(doctor, &recognitionv1.CheckRecognitionRequest{Patient: patient, Items: []string{potassium}, Purpose: "benchmark"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				got, err := f.rec.GetResult(doctor, &recognitionv1.GetResultRequest{Name: resp.GetItems()[0].GetRecognizable()[0].GetResult()})
+				if err != nil || got.GetResult().GetReportVersion() != int32(b.N+1) {
+					b.Fatalf("the newest entry is at version %d (%v), want %d", got.GetResult().GetReportVersion(), err, b.N+1)
+				}
+			})
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package recognition
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -61,17 +62,23 @@ func (s *Service) CheckRecognition(ctx context.Context, req *recognitionv1.Check
 	}
 	resp := &recognitionv1.CheckRecognitionResponse{Check: record.GetName()}
 	get := func(k string) (store.Record, error) { return s.store.Get(ctx, p, k) }
-	buckets := map[string]*patientRecord{}
+	pid := patientID(req.GetPatient())
+	buckets := map[string][][]byte{}
 	for i, it := range catalog {
 		item := req.GetItems()[i]
-		pr := buckets[bucketOf(item)]
-		if pr == nil {
-			if pr, err = readPatient(get, patientID(req.GetPatient()), bucketOf(item)); err != nil {
+		raw, ok := buckets[bucketOf(item)]
+		if !ok {
+			pr := &patientRecord{id: pid, bucket: bucketOf(item)}
+			if raw, err = readEntries(get, pr.key()); err != nil {
 				return nil, err
 			}
-			buckets[pr.bucket] = pr
+			buckets[pr.bucket] = raw
 		}
-		resp.Items = append(resp.Items, r.answer(it, entriesOf(pr, item), at))
+		entries, err := entriesAt(raw, pid, item, it.GetValidityDays(), at)
+		if err != nil {
+			return nil, err
+		}
+		resp.Items = append(resp.Items, r.answer(it, entries, at))
 	}
 	if err := s.recordCheck(ctx, c, p, now, record, "check.recorded"); err != nil {
 		return nil, err
@@ -79,19 +86,57 @@ func (s *Service) CheckRecognition(ctx context.Context, req *recognitionv1.Check
 	return resp, nil
 }
 
-// entriesOf returns the entries of item in a bucket of the patient's
-// record, newest first.
-func entriesOf(pr *patientRecord, item string) []*recognitionv1.Result {
-	var out []*recognitionv1.Result
-	for _, e := range pr.entries {
-		if e.GetItem() == item {
-			out = append(out, e)
+// entriesAt decodes, newest first, the entries of item that a check at
+// time at judges: those reported by then and still valid then, and the
+// newest one that had expired by then, whose verdict explains the answer
+// when no valid entry does. Older entries cannot change the answer, so they
+// are not decoded: a check costs about the same however long the
+// patient's history of the item.
+func entriesAt(raw [][]byte, id, item string, validityDays int32, at time.Time) ([]*recognitionv1.Result, error) {
+	var judged []stored
+	var expired stored
+	for _, v := range raw {
+		name, code, reported, err := peekEntry(v)
+		if err != nil {
+			return nil, err
+		}
+		e := stored{v: v, name: name, reported: reported}
+		switch {
+		case string(code) != item || reported.After(at):
+		case at.Before(reported.AddDate(0, 0, int(validityDays))):
+			judged = append(judged, e)
+		case expired.v == nil || newestFirst(e, expired) < 0:
+			expired = e
 		}
 	}
-	slices.SortFunc(out, func(a, b *recognitionv1.Result) int {
-		return b.GetReportTime().AsTime().Compare(a.GetReportTime().AsTime())
-	})
-	return out
+	if expired.v != nil {
+		judged = append(judged, expired)
+	}
+	slices.SortFunc(judged, newestFirst)
+	out := make([]*recognitionv1.Result, len(judged))
+	for i, e := range judged {
+		var err error
+		if out[i], err = decodeEntry(id, e.v); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// stored is an entry as stored, with what peekEntry read of it.
+type stored struct {
+	v, name  []byte
+	reported time.Time
+}
+
+// newestFirst orders entries newest first, and entries reported at the
+// same instant by name, so that a check's answer does not depend on the
+// order they are stored in.
+func newestFirst(a, b stored) int {
+	if c := b.reported.Compare(a.reported); c != 0 {
+		return c
+	}
+	return bytes.Compare(a.name, b.name)
 }
 
 // answer judges the entries of one item, newest first, at time at.

@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	recognitionv1 "github.com/countymcc/mcc/proto/mcc/recognition/v1"
 	"github.com/countymcc/mcc/services/internal/platform/apierr"
@@ -50,13 +52,19 @@ func bucketOf(item string) string {
 	return hex.EncodeToString(h[:1])
 }
 
-// patientRecord is the decoded record of one bucket of a patient's
-// entries: what the key says (the patient), what the catalog says
-// (display) and what the timeline says (create and update time) are not
-// stored.
+// patientRecord is one bucket of a patient's entries as stored: what the
+// key says (the patient), what the catalog says (display) and what the
+// timeline says (create and update time) are not stored. An entry is
+// decoded only when it is looked up by name, and only the decoded ones are
+// encoded again when the record is written back, so an ingest costs about
+// the same however long the patient's history.
 type patientRecord struct {
 	id, bucket string
-	entries    []*recognitionv1.Result
+	// raw holds each entry's stored bytes (nil for one added since the
+	// read), and decoded, at the same index, the entry if it was decoded
+	// or added.
+	raw     [][]byte
+	decoded []*recognitionv1.Result
 }
 
 func (pr *patientRecord) key() string { return "pat/" + pr.id + "/" + pr.bucket }
@@ -69,60 +77,180 @@ const entriesField = 1
 // empty.
 func readPatient(get func(string) (store.Record, error), id, bucket string) (*patientRecord, error) {
 	pr := &patientRecord{id: id, bucket: bucket}
-	rec, err := get(pr.key())
+	raw, err := readEntries(get, pr.key())
+	if err != nil {
+		return nil, err
+	}
+	pr.raw, pr.decoded = raw, make([]*recognitionv1.Result, len(raw))
+	return pr, nil
+}
+
+// readEntries returns the stored bytes of each entry of the bucket record
+// at key, undecoded; a missing record has none.
+func readEntries(get func(string) (store.Record, error), key string) ([][]byte, error) {
+	rec, err := get(key)
 	if isNotFound(err) {
-		return pr, nil
+		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	b := rec.Value
-	for len(b) > 0 {
+	var out [][]byte
+	for b := rec.Value; len(b) > 0; {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 || num != entriesField || typ != protowire.BytesType {
-			return nil, fmt.Errorf("%s: bad record", rec.Key)
+			return nil, fmt.Errorf("%s: bad record", key)
 		}
 		b = b[n:]
 		v, n := protowire.ConsumeBytes(b)
 		if n < 0 {
-			return nil, fmt.Errorf("%s: bad record", rec.Key)
+			return nil, fmt.Errorf("%s: bad record", key)
 		}
 		b = b[n:]
-		e := &recognitionv1.Result{}
-		if err := proto.Unmarshal(v, e); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", rec.Key, err)
-		}
-		e.Patient = "patients/" + id
-		if tl := e.GetTimeline(); len(tl) > 0 {
-			e.CreateTime, e.UpdateTime = tl[0].GetTime(), tl[len(tl)-1].GetTime()
-		}
-		pr.entries = append(pr.entries, e)
+		out = append(out, v)
 	}
-	return pr, nil
+	return out, nil
 }
 
-// encode writes the record back.
-func (pr *patientRecord) encode() []byte {
-	var out []byte
-	for _, e := range pr.entries {
-		slim := compact(e)
-		slim.Timeline = e.GetTimeline()
-		slim.Patient, slim.Display, slim.Etag = "", "", ""
-		slim.CreateTime, slim.UpdateTime = nil, nil
-		out = protowire.AppendTag(out, entriesField, protowire.BytesType)
-		out = protowire.AppendBytes(out, mustMarshal(slim))
+// decodeEntry decodes one stored entry of the patient with ID id, and
+// fills in what the record leaves out.
+func decodeEntry(id string, v []byte) (*recognitionv1.Result, error) {
+	e := &recognitionv1.Result{}
+	if err := proto.Unmarshal(v, e); err != nil {
+		return nil, err
 	}
-	return out
+	e.Patient = "patients/" + id
+	if tl := e.GetTimeline(); len(tl) > 0 {
+		e.CreateTime, e.UpdateTime = tl[0].GetTime(), tl[len(tl)-1].GetTime()
+	}
+	return e, nil
 }
 
-// find returns the entry named name, or nil.
-func (pr *patientRecord) find(name string) *recognitionv1.Result {
-	for _, e := range pr.entries {
-		if e.GetName() == name {
-			return e
+// The field numbers peekEntry reads, from the generated descriptors.
+var (
+	nameField       = fieldNumber((&recognitionv1.Result{}).ProtoReflect().Descriptor(), "name")
+	itemField       = fieldNumber((&recognitionv1.Result{}).ProtoReflect().Descriptor(), "item")
+	reportTimeField = fieldNumber((&recognitionv1.Result{}).ProtoReflect().Descriptor(), "report_time")
+	secondsField    = fieldNumber((&timestamppb.Timestamp{}).ProtoReflect().Descriptor(), "seconds")
+	nanosField      = fieldNumber((&timestamppb.Timestamp{}).ProtoReflect().Descriptor(), "nanos")
+)
+
+func fieldNumber(md protoreflect.MessageDescriptor, name protoreflect.Name) protowire.Number {
+	return md.Fields().ByName(name).Number()
+}
+
+// peekEntry reads a stored entry's name, item and report time without
+// decoding the rest. A missing report time is the Unix epoch, as AsTime
+// makes it.
+func peekEntry(b []byte) (name, item []byte, reported time.Time, err error) {
+	var ts []byte
+	if err := eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) {
+		switch {
+		case num == nameField && typ == protowire.BytesType:
+			name = v
+		case num == itemField && typ == protowire.BytesType:
+			item = v
+		case num == reportTimeField && typ == protowire.BytesType:
+			ts = v
 		}
+	}); err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	var secs, nanos uint64
+	if err := eachField(ts, func(num protowire.Number, typ protowire.Type, v []byte) {
+		if typ != protowire.VarintType {
+			return
+		}
+		n, _ := protowire.ConsumeVarint(v)
+		switch num {
+		case secondsField:
+			secs = n
+		case nanosField:
+			nanos = n
+		}
+	}); err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	return name, item, time.Unix(int64(secs), int64(int32(nanos))).UTC(), nil
+}
+
+// eachField calls fn with each field of the encoded message b: its number,
+// its wire type and its value (a bytes field's contents, a varint's
+// encoding).
+func eachField(b []byte, fn func(protowire.Number, protowire.Type, []byte)) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("a stored entry: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		if typ == protowire.BytesType {
+			v, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return fmt.Errorf("a stored entry: %w", protowire.ParseError(m))
+			}
+			fn(num, typ, v)
+			b = b[m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return fmt.Errorf("a stored entry: %w", protowire.ParseError(m))
+		}
+		fn(num, typ, b[:m])
+		b = b[m:]
 	}
 	return nil
+}
+
+// add adds a new entry.
+func (pr *patientRecord) add(e *recognitionv1.Result) {
+	pr.raw = append(pr.raw, nil)
+	pr.decoded = append(pr.decoded, e)
+}
+
+// find returns the entry named name, decoded, or nil.
+func (pr *patientRecord) find(name string) (*recognitionv1.Result, error) {
+	for i, v := range pr.raw {
+		if e := pr.decoded[i]; e != nil {
+			if e.GetName() == name {
+				return e, nil
+			}
+			continue
+		}
+		n, _, _, err := peekEntry(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", pr.key(), err)
+		}
+		if string(n) != name {
+			continue
+		}
+		e, err := decodeEntry(pr.id, v)
+		if err != nil {
+			return nil, fmt.Errorf("decode %s: %w", pr.key(), err)
+		}
+		pr.decoded[i] = e
+		return e, nil
+	}
+	return nil, nil
+}
+
+// encode writes the record back: the decoded entries encoded again, the
+// others as they were stored.
+func (pr *patientRecord) encode() []byte {
+	var out []byte
+	for i, v := range pr.raw {
+		if e := pr.decoded[i]; e != nil {
+			slim := compact(e)
+			slim.Timeline = e.GetTimeline()
+			slim.Patient, slim.Display, slim.Etag = "", "", ""
+			slim.CreateTime, slim.UpdateTime = nil, nil
+			v = mustMarshal(slim)
+		}
+		out = protowire.AppendTag(out, entriesField, protowire.BytesType)
+		out = protowire.AppendBytes(out, v)
+	}
+	return out
 }
 
 // getResult reads an entry, without its history, with its patient's
@@ -137,7 +265,10 @@ func getResult(get func(string) (store.Record, error), name string) (*recognitio
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	e := pr.find(name)
+	e, err := pr.find(name)
+	if err != nil {
+		return nil, nil, 0, err
+	}
 	if e == nil {
 		return nil, pr, 0, notFound(name)
 	}
@@ -259,7 +390,7 @@ func (s *Service) apply(tx store.Tx, c auth.Caller, now time.Time, ch change) (b
 				return false, err
 			}
 		}
-		pr.entries = append(pr.entries, e)
+		pr.add(e)
 		if err := tx.Put(pr.key(), pr.encode()); err != nil {
 			return false, err
 		}
