@@ -150,14 +150,17 @@ func seal(rec *auditv1.AuditRecord) ([]byte, error) {
 // Append links recs to the end of community's chain, in order, in one
 // transaction, and sets their sequence, name and hashes.
 //
-// On Redis a transaction's reads are not one snapshot: the head may be read
-// before another replica's commit and the next record's key after it. The
-// record's Create then finds the key taken; that is a lost race, not a
-// corrupt chain, so Append runs the transaction again from the new head.
+// On Redis every replica appends to the same chain, so their transactions
+// race for its head. A lost race is not a corrupt chain, so Append runs the
+// transaction again from the new head: when the store ran out of its own
+// attempts (ErrConflict, many replicas appending at once), and when the
+// head was read before another replica's commit and the next record's key
+// after it, which the record's Create finds taken (ErrAlreadyExists; a
+// Redis transaction's reads are not one snapshot).
 func (t *Trail) Append(ctx context.Context, community string, recs []*auditv1.AuditRecord) error {
 	for attempt := 1; ; attempt++ {
 		err := t.append(ctx, community, recs)
-		if !errors.Is(err, store.ErrAlreadyExists) || attempt == staleAttempts {
+		if !lostRace(err) || attempt == staleAttempts {
 			return err
 		}
 		select {
@@ -166,6 +169,12 @@ func (t *Trail) Append(ctx context.Context, community string, recs []*auditv1.Au
 		case <-time.After(time.Duration(rand.IntN(attempt*2)+1) * time.Millisecond):
 		}
 	}
+}
+
+// lostRace reports whether err is another replica's append getting there
+// first.
+func lostRace(err error) bool {
+	return errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrConflict)
 }
 
 func (t *Trail) append(ctx context.Context, community string, recs []*auditv1.AuditRecord) error {

@@ -206,6 +206,38 @@ func TestConcurrentWritersKeepOneChain(t *testing.T) {
 	})
 }
 
+// TestAppendOutlastsLostRaces: when the store gives up on a transaction
+// because other replicas kept committing first (ErrConflict), Append runs
+// it again from the new head instead of failing the call.
+func TestAppendOutlastsLostRaces(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, st store.Store) {
+		racy := &losingStore{Store: st, losses: 3}
+		tr := audit.NewTrail(racy)
+		if err := audit.NewWriter(tr).Write(context.Background(), "demo", record(0)); err != nil {
+			t.Fatalf("append after %d lost races: %v", 3, err)
+		}
+		if racy.losses != 0 {
+			t.Errorf("%d lost races left: Append did not try again", racy.losses)
+		}
+		wantOK(t, audit.NewTrail(st), "demo", 1)
+	})
+}
+
+// losingStore's first transactions fail as a store's do when other
+// replicas kept committing first.
+type losingStore struct {
+	store.Store
+	losses int
+}
+
+func (s *losingStore) Txn(ctx context.Context, p store.Partition, fn func(store.Tx) error) error {
+	if s.losses > 0 {
+		s.losses--
+		return fmt.Errorf("lost the race for the head: %w", store.ErrConflict)
+	}
+	return s.Store.Txn(ctx, p, fn)
+}
+
 // TestPruneKeepsTheChainVerifiable: pruning deletes the old records and
 // their index entries, and the rest still verifies from the anchor; a
 // pruned record put back is detected.
