@@ -90,15 +90,6 @@ func Policy() auth.Policy {
 	return p
 }
 
-// caller returns the authenticated caller; the interceptors guarantee one.
-func caller(ctx context.Context) (auth.Caller, error) {
-	c, ok := auth.CallerFrom(ctx)
-	if !ok {
-		return auth.Caller{}, fmt.Errorf("audit: no caller in the context: %w", apierr.ErrUnauthenticated)
-	}
-	return c, nil
-}
-
 // timeRange checks and returns [start, end).
 func timeRange(start, end *timestamppb.Timestamp) (time.Time, time.Time, error) {
 	var s, e time.Time
@@ -117,7 +108,7 @@ func timeRange(start, end *timestamppb.Timestamp) (time.Time, time.Time, error) 
 // ListAuditRecords lists the caller's community's records that match the
 // filters, oldest first.
 func (s *Service) ListAuditRecords(ctx context.Context, req *auditv1.ListAuditRecordsRequest) (*auditv1.ListAuditRecordsResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +130,7 @@ const exportPage = 500
 // ExportPatientAccess streams a patient's access history.
 func (s *Service) ExportPatientAccess(req *auditv1.ExportPatientAccessRequest, stream grpc.ServerStreamingServer[auditv1.ExportPatientAccessResponse]) error {
 	ctx := stream.Context()
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return err
 	}
@@ -168,7 +159,7 @@ func (s *Service) ExportPatientAccess(req *auditv1.ExportPatientAccessRequest, s
 
 // VerifyChain verifies the caller's community's chain.
 func (s *Service) VerifyChain(ctx context.Context, _ *auditv1.VerifyChainRequest) (*auditv1.VerifyChainResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}

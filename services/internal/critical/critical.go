@@ -277,7 +277,7 @@ func (l *Loop) escalate(tx store.Tx, t deadline.Timer) error {
 func (l *Loop) Acknowledge(ctx context.Context, s store.Store, c auth.Caller, now time.Time, name, readBack string) (*typev1.CriticalNotification, error) {
 	var out *typev1.CriticalNotification
 	mismatch := false
-	err := s.Txn(ctx, store.Partition(c.Community), func(tx store.Tx) error {
+	err := s.Txn(ctx, c.Partition(), func(tx store.Tx) error {
 		mismatch = false
 		msg, version, err := l.table.Get(tx, name)
 		if err != nil {
@@ -350,7 +350,7 @@ func visible(c auth.Caller, msg *typev1.CriticalNotification) bool {
 
 // Get returns a notification the caller may see; others are NotFound.
 func (l *Loop) Get(ctx context.Context, s store.Store, c auth.Caller, name string) (*typev1.CriticalNotification, error) {
-	msg, err := l.table.Load(ctx, s, store.Partition(c.Community), name)
+	msg, err := l.table.Load(ctx, s, c.Partition(), name)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
+	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/platform/apierr"
 	"github.com/countymcc/mcc/services/internal/platform/resource"
 	"github.com/countymcc/mcc/services/internal/store"
@@ -129,4 +130,20 @@ func existing(tx store.Tx, field, name string) (*directoryv1.Facility, error) {
 		return nil, apierr.Invalid(field, "%s does not exist in this community", name)
 	}
 	return f, err
+}
+
+// Tier is a facility level's place in the community's hierarchy, the one
+// referrals move along and the recognition rules' minimum levels compare:
+// county hospitals (3) above township and community health centers (2),
+// above village clinics (1). An unknown level is 0, below them all.
+func Tier(l typev1.FacilityLevel) int {
+	switch l {
+	case typev1.FacilityLevel_FACILITY_LEVEL_COUNTY_HOSPITAL:
+		return 3
+	case typev1.FacilityLevel_FACILITY_LEVEL_TOWNSHIP_HEALTH_CENTER, typev1.FacilityLevel_FACILITY_LEVEL_COMMUNITY_HEALTH_CENTER:
+		return 2
+	case typev1.FacilityLevel_FACILITY_LEVEL_VILLAGE_CLINIC:
+		return 1
+	}
+	return 0
 }

@@ -12,7 +12,6 @@ import (
 
 	directoryv1 "github.com/countymcc/mcc/proto/mcc/directory/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
-	"github.com/countymcc/mcc/services/internal/platform/apierr"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/events"
@@ -93,11 +92,8 @@ func Policy() auth.Policy {
 
 // caller returns the authenticated caller and its partition.
 func caller(ctx context.Context) (auth.Caller, store.Partition, error) {
-	c, ok := auth.CallerFrom(ctx)
-	if !ok {
-		return auth.Caller{}, "", apierr.ErrUnauthenticated
-	}
-	return c, store.Partition(c.Community), nil
+	c, err := auth.Require(ctx)
+	return c, c.Partition(), err
 }
 
 // ListEvents returns a page of the directory feed.

@@ -677,3 +677,21 @@ func TestWatchEvents(t *testing.T) {
 		t.Errorf("resumed at %s, want %s", again.GetEvent().GetId(), next.GetEvent().GetId())
 	}
 }
+
+// TestTier: county hospitals above township and community health centers,
+// above village clinics, above an unknown level.
+func TestTier(t *testing.T) {
+	order := [][]typev1.FacilityLevel{
+		{typev1.FacilityLevel_FACILITY_LEVEL_UNSPECIFIED},
+		{typev1.FacilityLevel_FACILITY_LEVEL_VILLAGE_CLINIC},
+		{typev1.FacilityLevel_FACILITY_LEVEL_TOWNSHIP_HEALTH_CENTER, typev1.FacilityLevel_FACILITY_LEVEL_COMMUNITY_HEALTH_CENTER},
+		{typev1.FacilityLevel_FACILITY_LEVEL_COUNTY_HOSPITAL},
+	}
+	for want, levels := range order {
+		for _, l := range levels {
+			if got := directory.Tier(l); got != want {
+				t.Errorf("Tier(%v) = %d, want %d", l, got, want)
+			}
+		}
+	}
+}

@@ -167,7 +167,7 @@ func (s *Service) GetWaveform(ctx context.Context, req *ecgv1.GetWaveformRequest
 		return nil, err
 	}
 	c, _ := auth.CallerFrom(ctx)
-	rec, err := s.Flow.Store().Get(ctx, store.Partition(c.Community), waveformKey(e.GetName()))
+	rec, err := s.Flow.Store().Get(ctx, c.Partition(), waveformKey(e.GetName()))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("%s: no recording was uploaded: %w", req.GetName(), store.ErrNotFound)
 	}

@@ -13,13 +13,14 @@ import (
 	feedv1 "github.com/countymcc/mcc/proto/mcc/feed/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/platform/apierr"
+	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/paging"
 	"github.com/countymcc/mcc/services/internal/store"
 )
 
 // ListDeliveries lists a subscription's delivery log, newest first.
 func (s *Service) ListDeliveries(ctx context.Context, req *feedv1.ListDeliveriesRequest) (*feedv1.ListDeliveriesResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -33,7 +34,7 @@ func (s *Service) ListDeliveries(ctx context.Context, req *feedv1.ListDeliveries
 		return nil, err
 	}
 	var out []*feedv1.Delivery
-	last, err := paging.Scan(ctx, s.store, store.Partition(c.Community), logPrefix(id), after, paging.Size(req.GetPageSize()), func(rec store.Record) (bool, error) {
+	last, err := paging.Scan(ctx, s.store, c.Partition(), logPrefix(id), after, paging.Size(req.GetPageSize()), func(rec store.Record) (bool, error) {
 		d := &feedv1.Delivery{}
 		if err := proto.Unmarshal(rec.Value, d); err != nil {
 			return false, fmt.Errorf("decode %s: %w", rec.Key, err)
@@ -67,7 +68,7 @@ const (
 // go out before the next live event, oldest first, through the same
 // retries; the log marks them manual.
 func (s *Service) RedeliverEvents(ctx context.Context, req *feedv1.RedeliverEventsRequest) (*feedv1.RedeliverEventsResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +85,7 @@ func (s *Service) RedeliverEvents(ctx context.Context, req *feedv1.RedeliverEven
 	if _, err := s.loadVisible(ctx, c, req.GetName()); err != nil {
 		return nil, err
 	}
-	p := store.Partition(c.Community)
+	p := c.Partition()
 	id := subscriptions.ID(req.GetName())
 	var evs []*typev1.Event
 	resp := &feedv1.RedeliverEventsResponse{}

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -28,13 +29,10 @@ import (
 
 	feedv1 "github.com/countymcc/mcc/proto/mcc/feed/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
-	"github.com/countymcc/mcc/services/internal/platform/apierr"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/eventfeed"
 	"github.com/countymcc/mcc/services/internal/platform/events"
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/countymcc/mcc/services/internal/platform/peer"
 	"github.com/countymcc/mcc/services/internal/platform/pii"
 	"github.com/countymcc/mcc/services/internal/store"
@@ -144,15 +142,6 @@ func (s *Service) Run(ctx context.Context) error {
 	return s.dispatch(ctx)
 }
 
-// caller returns the authenticated caller.
-func caller(ctx context.Context) (auth.Caller, error) {
-	c, ok := auth.CallerFrom(ctx)
-	if !ok {
-		return auth.Caller{}, apierr.ErrUnauthenticated
-	}
-	return c, nil
-}
-
 // pageDefault and pageMax bound the events of one Poll.
 const (
 	pageDefault = 100
@@ -166,7 +155,7 @@ const waitMargin = 500 * time.Millisecond
 // Poll returns the next events of the caller's feed, waiting for one if
 // there is none yet.
 func (s *Service) Poll(ctx context.Context, req *feedv1.PollRequest) (*feedv1.PollResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +212,7 @@ const watchWait = 30 * time.Second
 // Watch streams the caller's feed: the backlog, then each new event.
 func (s *Service) Watch(req *feedv1.WatchRequest, stream grpc.ServerStreamingServer[feedv1.WatchResponse]) error {
 	ctx := stream.Context()
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return err
 	}
@@ -252,7 +241,7 @@ func (s *Service) Watch(req *feedv1.WatchRequest, stream grpc.ServerStreamingSer
 
 // ListEvents returns a page of the feed service's own change feed.
 func (s *Service) ListEvents(ctx context.Context, req *feedv1.ListEventsRequest) (*feedv1.ListEventsResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -265,7 +254,7 @@ func (s *Service) ListEvents(ctx context.Context, req *feedv1.ListEventsRequest)
 
 // WatchEvents streams the feed service's own change feed.
 func (s *Service) WatchEvents(req *feedv1.WatchEventsRequest, stream grpc.ServerStreamingServer[feedv1.WatchEventsResponse]) error {
-	c, err := caller(stream.Context())
+	c, err := auth.Require(stream.Context())
 	if err != nil {
 		return err
 	}

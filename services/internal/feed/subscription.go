@@ -123,11 +123,11 @@ func (s *Service) checkSettings(ctx context.Context, sub *feedv1.Subscription, c
 
 // CreateSubscription subscribes a webhook to the caller's feed.
 func (s *Service) CreateSubscription(ctx context.Context, req *feedv1.CreateSubscriptionRequest) (*feedv1.CreateSubscriptionResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
-	p := store.Partition(c.Community)
+	p := c.Partition()
 	sub := proto.CloneOf(req.GetSubscription())
 	if err := s.checkSettings(ctx, sub, true); err != nil {
 		return nil, err
@@ -204,7 +204,7 @@ func (s *Service) CreateSubscription(ctx context.Context, req *feedv1.CreateSubs
 
 // GetSubscription returns a subscription the caller may see.
 func (s *Service) GetSubscription(ctx context.Context, req *feedv1.GetSubscriptionRequest) (*feedv1.GetSubscriptionResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +218,7 @@ func (s *Service) GetSubscription(ctx context.Context, req *feedv1.GetSubscripti
 // loadVisible reads a subscription, which is NotFound unless the caller
 // may see it: whether another facility's subscription exists must not leak.
 func (s *Service) loadVisible(ctx context.Context, c auth.Caller, name string) (*feedv1.Subscription, error) {
-	sub, err := subscriptions.Load(ctx, s.store, store.Partition(c.Community), name)
+	sub, err := subscriptions.Load(ctx, s.store, c.Partition(), name)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +230,7 @@ func (s *Service) loadVisible(ctx context.Context, c auth.Caller, name string) (
 
 // ListSubscriptions lists the subscriptions the caller may see.
 func (s *Service) ListSubscriptions(ctx context.Context, req *feedv1.ListSubscriptionsRequest) (*feedv1.ListSubscriptionsResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +246,7 @@ func (s *Service) ListSubscriptions(ctx context.Context, req *feedv1.ListSubscri
 // UpdateSubscription changes a subscription's URL, event types or
 // heartbeat.
 func (s *Service) UpdateSubscription(ctx context.Context, req *feedv1.UpdateSubscriptionRequest) (*feedv1.UpdateSubscriptionResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -275,12 +275,12 @@ func (s *Service) UpdateSubscription(ctx context.Context, req *feedv1.UpdateSubs
 // step; the dispatcher removes its log and queue in the background, from
 // the tombstone written here.
 func (s *Service) DeleteSubscription(ctx context.Context, req *feedv1.DeleteSubscriptionRequest) (*feedv1.DeleteSubscriptionResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
 	now := s.clock.Now()
-	err = s.store.Txn(ctx, store.Partition(c.Community), func(tx store.Tx) error {
+	err = s.store.Txn(ctx, c.Partition(), func(tx store.Tx) error {
 		sub, version, err := subscriptions.Get(tx, req.GetName())
 		if err != nil {
 			return err

@@ -113,7 +113,7 @@ func (s *Service) importHL7(ctx context.Context, c auth.Caller, raw []byte) (*la
 		return s.refuse(ctx, c, now, kept, labv1.AckCode_ACK_CODE_AE, errs)
 	}
 	var names []string
-	err = s.store.Txn(ctx, store.Partition(c.Community), func(tx store.Tx) error {
+	err = s.store.Txn(ctx, c.Partition(), func(tx store.Tx) error {
 		names = names[:0]
 		for i, g := range groups {
 			r, err := s.enterImported(tx, c, now, barcodes[i], g)
@@ -226,7 +226,7 @@ func readOBX(seg *hl7.Segment, n int) (observation, *importError) {
 // (OBR-2) as the order's open specimen that carries the group's tests. It
 // reads outside the import transaction, which checks the specimen again.
 func (s *Service) match(ctx context.Context, c auth.Caller, groups []group) ([]string, []importError, error) {
-	p := store.Partition(c.Community)
+	p := c.Partition()
 	barcodes := make([]string, len(groups))
 	var errs []importError
 	for i, g := range groups {
@@ -305,7 +305,7 @@ func (s *Service) refuse(ctx context.Context, c auth.Caller, now time.Time, m *l
 		m.Errors = append(m.Errors, e.text)
 	}
 	resource.Stamp(m, now, true)
-	err = s.store.Txn(ctx, store.Partition(c.Community), func(tx store.Tx) error {
+	err = s.store.Txn(ctx, c.Partition(), func(tx store.Tx) error {
 		stored := proto.CloneOf(m)
 		if err := hl7Messages.Create(tx, stored); err != nil {
 			return err

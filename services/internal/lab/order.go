@@ -244,7 +244,7 @@ func (s *Service) ListWorklist(ctx context.Context, req *labv1.ListWorklistReque
 // scanOrders pages through an order index (or the orders themselves),
 // keeping the orders in state and of priority where they are set.
 func (s *Service) scanOrders(ctx context.Context, c auth.Caller, prefix, token string, size int32, state labv1.Order_State, priority labv1.Priority) ([]*labv1.Order, string, error) {
-	p := store.Partition(c.Community)
+	p := c.Partition()
 	filter := fmt.Sprintf("orders|%s|%d|%d", prefix, state, priority)
 	after, err := paging.Decode(token, filter)
 	if err != nil {

@@ -186,11 +186,8 @@ func Policy() auth.Policy {
 
 // caller returns the authenticated caller and its partition.
 func caller(ctx context.Context) (auth.Caller, store.Partition, error) {
-	c, ok := auth.CallerFrom(ctx)
-	if !ok {
-		return auth.Caller{}, "", apierr.ErrUnauthenticated
-	}
-	return c, store.Partition(c.Community), nil
+	c, err := auth.Require(ctx)
+	return c, c.Partition(), err
 }
 
 // sees reports whether c may read a record requested by requesting and

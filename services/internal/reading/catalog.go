@@ -215,7 +215,7 @@ func (cat catalog) materialize(tx store.Tx) error {
 
 // listTypes lists the catalog in code order.
 func (f *Flow) listTypes(ctx context.Context, c auth.Caller, token string, size int32) ([]*typev1.ExamType, string, error) {
-	p := partition(c)
+	p := c.Partition()
 	if _, err := f.store.Get(ctx, p, materializedKey); err == nil {
 		return examTypes.StandardList(ctx, f.store, c, token, size, "", func(*typev1.ExamType) bool { return true })
 	} else if !errors.Is(err, store.ErrNotFound) {
@@ -242,7 +242,7 @@ func (f *Flow) listTypes(ctx context.Context, c auth.Caller, token string, size 
 
 // getType returns an exam type, active or not.
 func (f *Flow) getType(ctx context.Context, c auth.Caller, name string) (*typev1.ExamType, error) {
-	et, ok, err := f.catalog.find(f.catalog.outside(ctx, f.store, partition(c)), examTypes.ID(name))
+	et, ok, err := f.catalog.find(f.catalog.outside(ctx, f.store, c.Partition()), examTypes.ID(name))
 	if err != nil {
 		return nil, err
 	}
@@ -266,7 +266,7 @@ func (f *Flow) createType(ctx context.Context, c auth.Caller, in *typev1.ExamTyp
 
 // updateType changes an exam type of the community's catalog.
 func (f *Flow) updateType(ctx context.Context, c auth.Caller, in *typev1.ExamType, mask *fieldmaskpb.FieldMask) (*typev1.ExamType, error) {
-	if err := f.store.Txn(ctx, partition(c), f.catalog.materialize); err != nil {
+	if err := f.store.Txn(ctx, c.Partition(), f.catalog.materialize); err != nil {
 		return nil, err
 	}
 	return examTypes.StandardUpdate(ctx, f.store, c, in, mask, f.clock.Now(), func(_ store.Tx, et *typev1.ExamType) error {

@@ -143,7 +143,7 @@ func (s *step) flush(version uint64) error {
 func (f *Flow) change(ctx context.Context, c auth.Caller, name, etag string, side Side, do func(*step) error) (*typev1.Exam, error) {
 	now := f.clock.Now()
 	var out *typev1.Exam
-	err := f.store.Txn(ctx, partition(c), func(tx store.Tx) error {
+	err := f.store.Txn(ctx, c.Partition(), func(tx store.Tx) error {
 		e, version, err := exams.Get(tx, name)
 		if err != nil {
 			return err
@@ -178,21 +178,12 @@ func (f *Flow) change(ctx context.Context, c auth.Caller, name, etag string, sid
 	return out, nil
 }
 
-// caller returns the authenticated caller of ctx.
-func caller(ctx context.Context) (auth.Caller, error) {
-	c, ok := auth.CallerFrom(ctx)
-	if !ok {
-		return auth.Caller{}, apierr.ErrUnauthenticated
-	}
-	return c, nil
-}
-
 // createExam creates an exam for the caller's facility. The exam type,
 // the patient and the center are checked first, then the center's Prepare
 // (the PACS); only then does the transaction run, so a failure of any of
 // them writes nothing.
 func (f *Flow) createExam(ctx context.Context, c auth.Caller, in *typev1.Exam, requestID string) (*typev1.Exam, error) {
-	p := partition(c)
+	p := c.Partition()
 	et, err := f.activeType(f.catalog.outside(ctx, f.store, p), in.GetExamType().GetCode(), "exam.exam_type")
 	if err != nil {
 		return nil, err
@@ -342,7 +333,7 @@ func (f *Flow) edit(s *step) (*Edit, error) {
 // and returns the verbs of any alert events to append ("fixation_delayed").
 // The exam then arrives like one created with its material.
 func (f *Flow) Arrive(ctx context.Context, name, etag string, side Side, material func(*Edit) ([]string, error)) (*typev1.Exam, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -350,7 +341,7 @@ func (f *Flow) Arrive(ctx context.Context, name, etag string, side Side, materia
 	if err != nil {
 		return nil, err
 	}
-	duty, err := f.onDuty(ctx, partition(c), seen.GetCenterFacility(), seen.GetExamType().GetCode(), f.clock.Now())
+	duty, err := f.onDuty(ctx, c.Partition(), seen.GetCenterFacility(), seen.GetExamType().GetCode(), f.clock.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -380,7 +371,7 @@ func (f *Flow) Arrive(ctx context.Context, name, etag string, side Side, materia
 // it (a pathology case's gross description, an ECG pre-read's
 // confirmation), and appends the event `exam.<verb>`.
 func (f *Flow) Update(ctx context.Context, name, etag string, side Side, verb string, do func(*Edit) error) (*typev1.Exam, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -405,7 +396,7 @@ func (f *Flow) Update(ctx context.Context, name, etag string, side Side, verb st
 // report is due within the exam type's expedite limit. Expediting an
 // expedited exam changes nothing.
 func (f *Flow) Expedite(ctx context.Context, name, etag string, side Side, reason *typev1.Code) (*typev1.Exam, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -441,7 +432,7 @@ func (f *Flow) expediteDue(et *typev1.ExamType, e *typev1.Exam) {
 
 // Get returns an exam the caller of ctx may see, for a center's own RPCs.
 func (f *Flow) Get(ctx context.Context, name string) (*typev1.Exam, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -449,7 +440,7 @@ func (f *Flow) Get(ctx context.Context, name string) (*typev1.Exam, error) {
 }
 
 func (f *Flow) get(ctx context.Context, c auth.Caller, name string) (*typev1.Exam, error) {
-	e, err := exams.Load(ctx, f.store, partition(c), name)
+	e, err := exams.Load(ctx, f.store, c.Partition(), name)
 	if err != nil {
 		return nil, err
 	}
@@ -484,7 +475,7 @@ func (f *Flow) worklist(ctx context.Context, c auth.Caller, token string, size i
 // scanExams pages through exam keys or an index whose keys end in exam
 // IDs, keeping the exams keep accepts.
 func (f *Flow) scanExams(ctx context.Context, c auth.Caller, prefix, token string, size int32, filter string, keep func(*typev1.Exam) bool) ([]*typev1.Exam, string, error) {
-	p := partition(c)
+	p := c.Partition()
 	filter = "exams|" + prefix + "|" + filter
 	after, err := paging.Decode(token, filter)
 	if err != nil {

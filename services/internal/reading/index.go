@@ -8,7 +8,6 @@ import (
 	"time"
 
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
-	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/deadline"
 	"github.com/countymcc/mcc/services/internal/store"
 )
@@ -19,8 +18,6 @@ import (
 // the exam after any change.
 
 func facilityID(name string) string { return strings.TrimPrefix(name, "facilities/") }
-
-func partition(c auth.Caller) store.Partition { return store.Partition(c.Community) }
 
 func byFacilityKey(e *typev1.Exam) string {
 	return "byfac/" + facilityID(e.GetRequestingFacility()) + "/" + exams.ID(e.GetName())

@@ -73,7 +73,7 @@ func (f *Flow) createShift(ctx context.Context, c auth.Caller, in *typev1.RotaSh
 // listShifts lists the caller's center's shifts that have not ended, by
 // end time.
 func (f *Flow) listShifts(ctx context.Context, c auth.Caller, token string, size int32) ([]*typev1.RotaShift, string, error) {
-	p, prefix := partition(c), shiftEndPrefix(c.Facility)
+	p, prefix := c.Partition(), shiftEndPrefix(c.Facility)
 	filter := "shifts|" + prefix
 	after, err := paging.Decode(token, filter)
 	if err != nil {
@@ -101,7 +101,7 @@ func (f *Flow) listShifts(ctx context.Context, c auth.Caller, token string, size
 // keep their reader.
 func (f *Flow) deleteShift(ctx context.Context, c auth.Caller, name, etag string) error {
 	now := f.clock.Now()
-	return f.store.Txn(ctx, partition(c), func(tx store.Tx) error {
+	return f.store.Txn(ctx, c.Partition(), func(tx store.Tx) error {
 		s, version, err := shifts.Get(tx, name)
 		if err != nil {
 			return err

@@ -275,7 +275,7 @@ func (f *Flow) unary(md protoreflect.MethodDescriptor, m method) (grpc.MethodHan
 	}
 	full := fmt.Sprintf("/%s/%s", md.Parent().FullName(), md.Name())
 	serve := func(ctx context.Context, req any) (any, error) {
-		c, err := caller(ctx)
+		c, err := auth.Require(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -50,7 +50,7 @@ func (f *Flow) statistics(ctx context.Context, c auth.Caller, startDay, endDay, 
 	}
 	type key struct{ center, examType, facility string }
 	groups := map[key]*durations{}
-	err = facts.Scan(ctx, f.store, partition(c), start, end, "reports", func(_ string, fc fact) error {
+	err = facts.Scan(ctx, f.store, c.Partition(), start, end, "reports", func(_ string, fc fact) error {
 		all := c.SeesCommunity() || c.Has(typev1.Role_ROLE_AUDITOR) || c.Facility == fc.Center
 		if (!all && c.Facility != fc.Facility) || (facility != "" && facility != fc.Facility) || (examType != "" && examType != fc.ExamType) {
 			return nil

@@ -103,20 +103,6 @@ func (s *Service) scan(ctx context.Context, p store.Partition, prefix string, fn
 	return nil
 }
 
-// rank orders facility levels for eligibility: township and community
-// health centers rank alike. An unknown level ranks lowest.
-func rank(l typev1.FacilityLevel) int {
-	switch l {
-	case typev1.FacilityLevel_FACILITY_LEVEL_COUNTY_HOSPITAL:
-		return 3
-	case typev1.FacilityLevel_FACILITY_LEVEL_TOWNSHIP_HEALTH_CENTER, typev1.FacilityLevel_FACILITY_LEVEL_COMMUNITY_HEALTH_CENTER:
-		return 2
-	case typev1.FacilityLevel_FACILITY_LEVEL_VILLAGE_CLINIC:
-		return 1
-	}
-	return 0
-}
-
 // verdict is the judgement of one result.
 type verdict struct {
 	expire time.Time
@@ -140,7 +126,7 @@ func (r *rules) judge(it *recognitionv1.Item, e *recognitionv1.Result, at time.T
 		v.why, v.detail = recognitionv1.Unrecognizable_UNRECOGNIZABLE_NOT_IN_CATALOG, fmt.Sprintf("%s is not in the mutual recognition catalog", it.GetCode().GetCode())
 	case scope > it.GetScope():
 		v.why, v.detail = recognitionv1.Unrecognizable_UNRECOGNIZABLE_OUT_OF_SCOPE, fmt.Sprintf("%s is issued outside the %s scope of the item", e.GetName(), it.GetScope())
-	case rank(e.GetIssuerLevel()) < rank(it.GetMinFacilityLevel()):
+	case directory.Tier(e.GetIssuerLevel()) < directory.Tier(it.GetMinFacilityLevel()):
 		v.why, v.detail = recognitionv1.Unrecognizable_UNRECOGNIZABLE_ISSUER_NOT_ELIGIBLE, fmt.Sprintf("%s (%s) is below the item's minimum level %s", e.GetIssuingFacility(), e.GetIssuerLevel(), it.GetMinFacilityLevel())
 	case it.GetRequiresQc() && r.suspended(e.GetIssuingFacility(), it.GetCode().GetCode(), reported) != nil:
 		q := r.suspended(e.GetIssuingFacility(), it.GetCode().GetCode(), reported)

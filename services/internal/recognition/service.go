@@ -27,7 +27,6 @@ import (
 	recognitionv1 "github.com/countymcc/mcc/proto/mcc/recognition/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/directory"
-	"github.com/countymcc/mcc/services/internal/platform/apierr"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/eventfeed"
@@ -209,11 +208,8 @@ func Policy() auth.Policy {
 
 // caller returns the authenticated caller and its partition.
 func caller(ctx context.Context) (auth.Caller, store.Partition, error) {
-	c, ok := auth.CallerFrom(ctx)
-	if !ok {
-		return auth.Caller{}, "", apierr.ErrUnauthenticated
-	}
-	return c, store.Partition(c.Community), nil
+	c, err := auth.Require(ctx)
+	return c, c.Partition(), err
 }
 
 // seesAll reports whether c sees every facility's records: administrators,

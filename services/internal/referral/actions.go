@@ -10,6 +10,7 @@ import (
 	referralv1 "github.com/countymcc/mcc/proto/mcc/referral/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
 	"github.com/countymcc/mcc/services/internal/platform/apierr"
+	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/deadline"
 	"github.com/countymcc/mcc/services/internal/platform/events"
 	"github.com/countymcc/mcc/services/internal/platform/resource"
@@ -195,7 +196,7 @@ func (s *Service) CancelReferral(ctx context.Context, req *referralv1.CancelRefe
 // (补录). It changes no state, so it is not a transition, but it keeps the
 // same order of checks.
 func (s *Service) BackfillReferral(ctx context.Context, req *referralv1.BackfillReferralRequest) (*referralv1.BackfillReferralResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +210,7 @@ func (s *Service) BackfillReferral(ctx context.Context, req *referralv1.Backfill
 		return nil, apierr.Invalid("departure_time", "is in the future")
 	}
 	var out *referralv1.Referral
-	err = s.store.Txn(ctx, store.Partition(c.Community), func(tx store.Tx) error {
+	err = s.store.Txn(ctx, c.Partition(), func(tx store.Tx) error {
 		r, version, err := referrals.Get(tx, req.GetName())
 		if err != nil {
 			return err

@@ -74,7 +74,7 @@ func (s *Service) scheduleFollowUps(tx store.Tx, r *referralv1.Referral, now tim
 // tasks in one state by due time (`referrals/-`): with STATE_MISSED, the
 // report of missed follow-ups.
 func (s *Service) ListFollowUps(ctx context.Context, req *referralv1.ListFollowUpsRequest) (*referralv1.ListFollowUpsResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +131,7 @@ func (s *Service) MissFollowUp(ctx context.Context, req *referralv1.MissFollowUp
 // closeFollowUp moves a task to done or missed through its state machine,
 // with the same order of checks as a referral's actions.
 func (s *Service) closeFollowUp(ctx context.Context, name, etag string, a referralv1.FollowUp_Action, outcome string) (*referralv1.FollowUp, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -26,7 +26,7 @@ import (
 
 // CreateReferral sends a referral from the caller's facility.
 func (s *Service) CreateReferral(ctx context.Context, req *referralv1.CreateReferralRequest) (*referralv1.CreateReferralResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +58,7 @@ func (s *Service) CreateReferral(ctx context.Context, req *referralv1.CreateRefe
 		initial = referralv1.Referral_STATE_SENT
 	}
 	var out *referralv1.Referral
-	err = s.store.Txn(ctx, store.Partition(c.Community), func(tx store.Tx) error {
+	err = s.store.Txn(ctx, c.Partition(), func(tx store.Tx) error {
 		if name, found, err := idem.Lookup(tx, c, req.GetRequestId()); err != nil || found {
 			if err == nil {
 				out, _, err = referrals.Get(tx, name)
@@ -141,7 +141,7 @@ func notFound(name string) error { return fmt.Errorf("%s: %w", name, store.ErrNo
 
 // GetReferral returns one referral the caller may see.
 func (s *Service) GetReferral(ctx context.Context, req *referralv1.GetReferralRequest) (*referralv1.GetReferralResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +154,7 @@ func (s *Service) GetReferral(ctx context.Context, req *referralv1.GetReferralRe
 
 // load reads a referral the caller may see.
 func (s *Service) load(ctx context.Context, c auth.Caller, name string) (*referralv1.Referral, error) {
-	r, err := referrals.Load(ctx, s.store, store.Partition(c.Community), name)
+	r, err := referrals.Load(ctx, s.store, c.Partition(), name)
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +167,7 @@ func (s *Service) load(ctx context.Context, c auth.Caller, name string) (*referr
 // ListReferrals lists the caller's sent or received referrals, or the
 // community's for coordinators.
 func (s *Service) ListReferrals(ctx context.Context, req *referralv1.ListReferralsRequest) (*referralv1.ListReferralsResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +194,7 @@ func (s *Service) ListReferrals(ctx context.Context, req *referralv1.ListReferra
 // ListWorklist lists a receiver's open referrals of one stage in priority
 // order, reading only that stage's index keys.
 func (s *Service) ListWorklist(ctx context.Context, req *referralv1.ListWorklistRequest) (*referralv1.ListWorklistResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +241,7 @@ func listByIndex[T proto.Message](ctx context.Context, st store.Store, c auth.Ca
 	if err != nil {
 		return nil, "", err
 	}
-	p := store.Partition(c.Community)
+	p := c.Partition()
 	var out []T
 	last, err := paging.Scan(ctx, st, p, prefix, after, paging.Size(size), func(rec store.Record) (bool, error) {
 		if recordKey != nil {
@@ -273,7 +273,7 @@ func listByIndex[T proto.Message](ctx context.Context, st store.Store, c auth.Ca
 // request; apply changes what else the action changes. The referral's
 // index keys follow its new state in the same transaction.
 func (s *Service) transition(ctx context.Context, name, etag string, a action, reason string, check func(r *referralv1.Referral, now time.Time) error, apply func(tx store.Tx, r *referralv1.Referral, now time.Time) error) (*referralv1.Referral, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -25,7 +25,6 @@ import (
 
 	referralv1 "github.com/countymcc/mcc/proto/mcc/referral/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
-	"github.com/countymcc/mcc/services/internal/platform/apierr"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/deadline"
@@ -181,15 +180,6 @@ func Policy() auth.Policy {
 		svc + "ListEvents":       feed,
 		svc + "WatchEvents":      feed,
 	}
-}
-
-// caller returns the authenticated caller.
-func caller(ctx context.Context) (auth.Caller, error) {
-	c, ok := auth.CallerFrom(ctx)
-	if !ok {
-		return auth.Caller{}, apierr.ErrUnauthenticated
-	}
-	return c, nil
 }
 
 // coordinators is the audience every referral event names besides the two

@@ -11,6 +11,7 @@ import (
 
 	referralv1 "github.com/countymcc/mcc/proto/mcc/referral/v1"
 	"github.com/countymcc/mcc/services/internal/platform/apierr"
+	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/timeid"
 	"github.com/countymcc/mcc/services/internal/store"
 )
@@ -31,7 +32,7 @@ const (
 // months, per month and facility pair. Referral IDs sort by creation time,
 // so it reads exactly the referrals of those months.
 func (s *Service) GetStatistics(ctx context.Context, req *referralv1.GetStatisticsRequest) (*referralv1.GetStatisticsResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -49,7 +50,7 @@ func (s *Service) GetStatistics(ctx context.Context, req *referralv1.GetStatisti
 	until := end.AddDate(0, 1, 0)
 	groups := map[statKey]*statGroup{}
 	read := 0
-	for rec, err := range store.Scan(ctx, s.store, store.Partition(c.Community), referralPrefix, referralPrefix+timeid.Floor(start), statBatch) {
+	for rec, err := range store.Scan(ctx, s.store, c.Partition(), referralPrefix, referralPrefix+timeid.Floor(start), statBatch) {
 		if err != nil {
 			return nil, err
 		}

@@ -123,21 +123,6 @@ func checkShape(r *referralv1.Referral) error {
 	return nil
 }
 
-// tier is a facility level's place in the referral hierarchy: county
-// hospitals above township and community health centers, above village
-// clinics.
-func tier(l typev1.FacilityLevel) int {
-	switch l {
-	case typev1.FacilityLevel_FACILITY_LEVEL_COUNTY_HOSPITAL:
-		return 3
-	case typev1.FacilityLevel_FACILITY_LEVEL_TOWNSHIP_HEALTH_CENTER, typev1.FacilityLevel_FACILITY_LEVEL_COMMUNITY_HEALTH_CENTER:
-		return 2
-	case typev1.FacilityLevel_FACILITY_LEVEL_VILLAGE_CLINIC:
-		return 1
-	}
-	return 0
-}
-
 // checkParties checks with the directory, before any store transaction,
 // that the target facility is an active member of the caller's community
 // at a sensible level, that the patient is one of the caller's facility,
@@ -169,7 +154,7 @@ func (s *Service) checkParties(ctx context.Context, c auth.Caller, r *referralv1
 	if !to.GetFacility().GetActive() {
 		return apierr.Invalid("referral.target_facility", "has left the community")
 	}
-	fromTier, toTier := tier(from.GetFacility().GetLevel()), tier(to.GetFacility().GetLevel())
+	fromTier, toTier := directory.Tier(from.GetFacility().GetLevel()), directory.Tier(to.GetFacility().GetLevel())
 	if r.GetDirection() == referralv1.Direction_DIRECTION_UP && toTier <= fromTier {
 		return apierr.Invalid("referral.target_facility", "an up-referral goes to a higher level than %s", from.GetFacility().GetLevel())
 	}

@@ -78,7 +78,7 @@ var allLoads = resource.Table[*sterilizationv1.Load]{
 // cycle number, after the sterilizer's lock and B-D checks, in one
 // transaction with every package's move into the load.
 func (s *Service) CreateLoad(ctx context.Context, req *sterilizationv1.CreateLoadRequest) (*sterilizationv1.CreateLoadResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func (s *Service) CreateLoad(ctx context.Context, req *sterilizationv1.CreateLoa
 	now := s.clock.Now()
 	m := PackageMachine()
 	var out *sterilizationv1.Load
-	err = s.store.Txn(ctx, store.Partition(c.Community), func(tx store.Tx) error {
+	err = s.store.Txn(ctx, c.Partition(), func(tx store.Tx) error {
 		lt := loadTable(req.GetParent())
 		if name, found, err := idem.Lookup(tx, c, req.GetRequestId()); err != nil || found {
 			if err == nil {
@@ -197,11 +197,11 @@ func savePackage(tx store.Tx, c auth.Caller, now time.Time, p *sterilizationv1.P
 
 // GetLoad returns a load of the caller's CSSD.
 func (s *Service) GetLoad(ctx context.Context, req *sterilizationv1.GetLoadRequest) (*sterilizationv1.GetLoadResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
-	load, err := loadTable(req.GetName()).Load(ctx, s.store, store.Partition(c.Community), req.GetName())
+	load, err := loadTable(req.GetName()).Load(ctx, s.store, c.Partition(), req.GetName())
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +214,7 @@ func (s *Service) GetLoad(ctx context.Context, req *sterilizationv1.GetLoadReque
 // ListLoads lists a sterilizer's loads (or every sterilizer's) in cycle
 // order.
 func (s *Service) ListLoads(ctx context.Context, req *sterilizationv1.ListLoadsRequest) (*sterilizationv1.ListLoadsResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +238,7 @@ func (s *Service) ListLoads(ctx context.Context, req *sterilizationv1.ListLoadsR
 // results. A failing one fails the load, and each of its packages goes back
 // to be reprocessed in a new cycle, in the same transaction.
 func (s *Service) RecordLoadResults(ctx context.Context, req *sterilizationv1.RecordLoadResultsRequest) (*sterilizationv1.RecordLoadResultsResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -288,7 +288,7 @@ func (s *Service) RecordLoadResults(ctx context.Context, req *sterilizationv1.Re
 // ReleaseLoad releases a load whose physical and chemical results passed:
 // each of its packages is stored, in the same transaction.
 func (s *Service) ReleaseLoad(ctx context.Context, req *sterilizationv1.ReleaseLoadRequest) (*sterilizationv1.ReleaseLoadResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -337,7 +337,7 @@ func (s *Service) ReleaseLoad(ctx context.Context, req *sterilizationv1.ReleaseL
 func (s *Service) changeLoad(ctx context.Context, c auth.Caller, name, etag string, now time.Time, change func(store.Tx, *sterilizationv1.Load) (string, error)) (*sterilizationv1.Load, error) {
 	lt := loadTable(name)
 	var out *sterilizationv1.Load
-	err := s.store.Txn(ctx, store.Partition(c.Community), func(tx store.Tx) error {
+	err := s.store.Txn(ctx, c.Partition(), func(tx store.Tx) error {
 		load, version, err := lt.Get(tx, name)
 		if err != nil {
 			return err

@@ -92,7 +92,7 @@ func sees(c auth.Caller, p *sterilizationv1.Package) bool {
 // CreatePackage registers the caller's facility's request for a package.
 // The CSSD that will process it is read from the directory first.
 func (s *Service) CreatePackage(ctx context.Context, req *sterilizationv1.CreatePackageRequest) (*sterilizationv1.CreatePackageResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +131,7 @@ func (s *Service) CreatePackage(ctx context.Context, req *sterilizationv1.Create
 
 // GetPackage returns a package the caller may see.
 func (s *Service) GetPackage(ctx context.Context, req *sterilizationv1.GetPackageRequest) (*sterilizationv1.GetPackageResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +144,7 @@ func (s *Service) GetPackage(ctx context.Context, req *sterilizationv1.GetPackag
 
 // visiblePackage loads a package the caller may see, as the caller sees it.
 func (s *Service) visiblePackage(ctx context.Context, c auth.Caller, name string) (*sterilizationv1.Package, error) {
-	p, err := packages.Load(ctx, s.store, store.Partition(c.Community), name)
+	p, err := packages.Load(ctx, s.store, c.Partition(), name)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +156,7 @@ func (s *Service) visiblePackage(ctx context.Context, c auth.Caller, name string
 
 // ListPackages lists the packages the caller may see, in barcode order.
 func (s *Service) ListPackages(ctx context.Context, req *sterilizationv1.ListPackagesRequest) (*sterilizationv1.ListPackagesResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +252,7 @@ func (s *Service) scan(ctx context.Context, c auth.Caller, name, etag string, st
 
 // CollectPackage records a collection by the CSSD.
 func (s *Service) CollectPackage(ctx context.Context, req *sterilizationv1.CollectPackageRequest) (*sterilizationv1.CollectPackageResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -313,7 +313,7 @@ func startCycle(tx store.Tx, p *sterilizationv1.Package, from State) error {
 
 // WashPackage records the washing.
 func (s *Service) WashPackage(ctx context.Context, req *sterilizationv1.WashPackageRequest) (*sterilizationv1.WashPackageResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -326,7 +326,7 @@ func (s *Service) WashPackage(ctx context.Context, req *sterilizationv1.WashPack
 
 // DisinfectPackage records the disinfection.
 func (s *Service) DisinfectPackage(ctx context.Context, req *sterilizationv1.DisinfectPackageRequest) (*sterilizationv1.DisinfectPackageResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -340,7 +340,7 @@ func (s *Service) DisinfectPackage(ctx context.Context, req *sterilizationv1.Dis
 // PackPackage records the inspection and packing, by the caller, in a
 // material the shelf-life table knows.
 func (s *Service) PackPackage(ctx context.Context, req *sterilizationv1.PackPackageRequest) (*sterilizationv1.PackPackageResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -366,7 +366,7 @@ func (s *Service) PackPackage(ctx context.Context, req *sterilizationv1.PackPack
 // DispatchPackage records a dispatch with its handover. The destination, if
 // named, is checked with the directory first.
 func (s *Service) DispatchPackage(ctx context.Context, req *sterilizationv1.DispatchPackageRequest) (*sterilizationv1.DispatchPackageResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -413,7 +413,7 @@ func (s *Service) DispatchPackage(ctx context.Context, req *sterilizationv1.Disp
 // ReceivePackage records the receipt at the clinic the package was
 // dispatched to.
 func (s *Service) ReceivePackage(ctx context.Context, req *sterilizationv1.ReceivePackageRequest) (*sterilizationv1.ReceivePackageResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -427,7 +427,7 @@ func (s *Service) ReceivePackage(ctx context.Context, req *sterilizationv1.Recei
 // UsePackage records the use of a package on a patient. The patient and the
 // clinician are checked with the directory first.
 func (s *Service) UsePackage(ctx context.Context, req *sterilizationv1.UsePackageRequest) (*sterilizationv1.UsePackageResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -496,13 +496,13 @@ func held(p *sterilizationv1.Package, load *sterilizationv1.Load) bool {
 // ReleasePackageEarly releases a held implant before its BI result, and
 // records the release on the load, where it stays open until the result.
 func (s *Service) ReleasePackageEarly(ctx context.Context, req *sterilizationv1.ReleasePackageEarlyRequest) (*sterilizationv1.ReleasePackageEarlyResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
 	now := s.clock.Now()
 	var out *sterilizationv1.Package
-	err = s.store.Txn(ctx, store.Partition(c.Community), func(tx store.Tx) error {
+	err = s.store.Txn(ctx, c.Partition(), func(tx store.Tx) error {
 		p, version, err := packages.Get(tx, req.GetName())
 		if err != nil {
 			return err
@@ -574,7 +574,7 @@ func (s *Service) view(ctx context.Context, c auth.Caller, p *sterilizationv1.Pa
 		load = cache[name]
 		if load == nil {
 			var err error
-			if load, err = loadTable(name).Load(ctx, s.store, store.Partition(c.Community), name); err != nil {
+			if load, err = loadTable(name).Load(ctx, s.store, c.Partition(), name); err != nil {
 				return nil, err
 			}
 			cache[name] = load

@@ -54,7 +54,7 @@ func recallFacilityPrefix(facility string) string { return "rcf/" + facilityID(f
 // transaction, every package sterilized on it since its last passing BI:
 // once it commits, no recalled package can be dispatched or used.
 func (s *Service) RecordBiologicalResult(ctx context.Context, req *sterilizationv1.RecordBiologicalResultRequest) (*sterilizationv1.RecordBiologicalResultResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -467,7 +467,7 @@ func recallFor(r *sterilizationv1.Recall, facility string) *sterilizationv1.Reca
 // CSSD and administrators, a facility's own share for an affected
 // facility, and not found for anyone else.
 func (s *Service) visibleRecall(ctx context.Context, c auth.Caller, name string) (*sterilizationv1.Recall, error) {
-	r, err := recalls.Load(ctx, s.store, store.Partition(c.Community), name)
+	r, err := recalls.Load(ctx, s.store, c.Partition(), name)
 	if err != nil {
 		return nil, err
 	}
@@ -484,7 +484,7 @@ func (s *Service) visibleRecall(ctx context.Context, c auth.Caller, name string)
 
 // GetRecall returns a recall report.
 func (s *Service) GetRecall(ctx context.Context, req *sterilizationv1.GetRecallRequest) (*sterilizationv1.GetRecallResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -499,7 +499,7 @@ func (s *Service) GetRecall(ctx context.Context, req *sterilizationv1.GetRecallR
 // own from the recall keys, a clinic's from its index of the recalls that
 // concern it.
 func (s *Service) ListRecalls(ctx context.Context, req *sterilizationv1.ListRecallsRequest) (*sterilizationv1.ListRecallsResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -528,7 +528,7 @@ func (s *Service) ListRecalls(ctx context.Context, req *sterilizationv1.ListReca
 // ListRecallItems lists a recall's package cycles and where each was
 // found; a clinic sees only those that concern it.
 func (s *Service) ListRecallItems(ctx context.Context, req *sterilizationv1.ListRecallItemsRequest) (*sterilizationv1.ListRecallItemsResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -570,7 +570,7 @@ func (s *Service) page(ctx context.Context, c auth.Caller, prefix, filter, token
 	if err != nil {
 		return "", err
 	}
-	last, err := paging.Scan(ctx, s.store, store.Partition(c.Community), prefix, after, paging.Size(size), keep)
+	last, err := paging.Scan(ctx, s.store, c.Partition(), prefix, after, paging.Size(size), keep)
 	if err != nil || last == "" {
 		return "", err
 	}

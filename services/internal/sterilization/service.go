@@ -34,7 +34,6 @@ import (
 
 	sterilizationv1 "github.com/countymcc/mcc/proto/mcc/sterilization/v1"
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
-	"github.com/countymcc/mcc/services/internal/platform/apierr"
 	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/events"
@@ -160,15 +159,6 @@ const (
 	ReasonNoCenter         = "NO_STERILIZATION_CENTER"
 	ReasonNotCenter        = "NOT_A_STERILIZATION_CENTER"
 )
-
-// caller returns the authenticated caller.
-func caller(ctx context.Context) (auth.Caller, error) {
-	c, ok := auth.CallerFrom(ctx)
-	if !ok {
-		return auth.Caller{}, apierr.ErrUnauthenticated
-	}
-	return c, nil
-}
 
 // notFound is the error for a resource that does not exist or that the
 // caller may not see: the two must look the same.

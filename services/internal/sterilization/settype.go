@@ -7,6 +7,7 @@ import (
 
 	sterilizationv1 "github.com/countymcc/mcc/proto/mcc/sterilization/v1"
 	"github.com/countymcc/mcc/services/internal/platform/apierr"
+	"github.com/countymcc/mcc/services/internal/platform/auth"
 	"github.com/countymcc/mcc/services/internal/platform/resource"
 	"github.com/countymcc/mcc/services/internal/store"
 )
@@ -24,7 +25,7 @@ var setTypes = resource.Table[*sterilizationv1.SetType]{
 
 // CreateSetType adds a set type to the catalog.
 func (s *Service) CreateSetType(ctx context.Context, req *sterilizationv1.CreateSetTypeRequest) (*sterilizationv1.CreateSetTypeResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -39,11 +40,11 @@ func (s *Service) CreateSetType(ctx context.Context, req *sterilizationv1.Create
 
 // GetSetType returns one set type.
 func (s *Service) GetSetType(ctx context.Context, req *sterilizationv1.GetSetTypeRequest) (*sterilizationv1.GetSetTypeResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
-	st, err := setTypes.Load(ctx, s.store, store.Partition(c.Community), req.GetName())
+	st, err := setTypes.Load(ctx, s.store, c.Partition(), req.GetName())
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +53,7 @@ func (s *Service) GetSetType(ctx context.Context, req *sterilizationv1.GetSetTyp
 
 // ListSetTypes lists the catalog in ID order.
 func (s *Service) ListSetTypes(ctx context.Context, req *sterilizationv1.ListSetTypesRequest) (*sterilizationv1.ListSetTypesResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +66,7 @@ func (s *Service) ListSetTypes(ctx context.Context, req *sterilizationv1.ListSet
 
 // UpdateSetType changes the fields named in the update mask.
 func (s *Service) UpdateSetType(ctx context.Context, req *sterilizationv1.UpdateSetTypeRequest) (*sterilizationv1.UpdateSetTypeResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}

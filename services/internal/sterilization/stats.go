@@ -133,7 +133,7 @@ func (s *Service) scanStats(ctx context.Context, c auth.Caller, prefix, start, e
 		return nil, err
 	}
 	var rows []statRow
-	for rec, err := range store.Scan(ctx, s.store, store.Partition(c.Community), prefix, prefix+first, 1000) {
+	for rec, err := range store.Scan(ctx, s.store, c.Partition(), prefix, prefix+first, 1000) {
 		if err != nil {
 			return nil, err
 		}
@@ -166,7 +166,7 @@ func seesStats(c auth.Caller, cssd, facility string) bool {
 // GetStatistics returns the dispatches per facility and day with their
 // turnaround, and the CSSD's load, BI and recall figures.
 func (s *Service) GetStatistics(ctx context.Context, req *sterilizationv1.GetStatisticsRequest) (*sterilizationv1.GetStatisticsResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +229,7 @@ func (s *Service) GetStatistics(ctx context.Context, req *sterilizationv1.GetSta
 
 // GetCostSummary returns the charges per facility and set type.
 func (s *Service) GetCostSummary(ctx context.Context, req *sterilizationv1.GetCostSummaryRequest) (*sterilizationv1.GetCostSummaryResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -52,7 +52,7 @@ func ownSterilizer(tx store.Tx, c auth.Caller, name string) (*sterilizationv1.St
 // CreateSterilizer registers a sterilizer of the caller's facility, which
 // must host a sterilization center.
 func (s *Service) CreateSterilizer(ctx context.Context, req *sterilizationv1.CreateSterilizerRequest) (*sterilizationv1.CreateSterilizerResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -74,11 +74,11 @@ func (s *Service) CreateSterilizer(ctx context.Context, req *sterilizationv1.Cre
 
 // GetSterilizer returns a sterilizer of the caller's CSSD.
 func (s *Service) GetSterilizer(ctx context.Context, req *sterilizationv1.GetSterilizerRequest) (*sterilizationv1.GetSterilizerResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
-	st, err := sterilizers.Load(ctx, s.store, store.Partition(c.Community), req.GetName())
+	st, err := sterilizers.Load(ctx, s.store, c.Partition(), req.GetName())
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +90,7 @@ func (s *Service) GetSterilizer(ctx context.Context, req *sterilizationv1.GetSte
 
 // ListSterilizers lists the caller's CSSD's sterilizers.
 func (s *Service) ListSterilizers(ctx context.Context, req *sterilizationv1.ListSterilizersRequest) (*sterilizationv1.ListSterilizersResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +106,7 @@ func (s *Service) ListSterilizers(ctx context.Context, req *sterilizationv1.List
 // CreateBowieDickTest records a B-D test and makes it the sterilizer's
 // latest, in one transaction.
 func (s *Service) CreateBowieDickTest(ctx context.Context, req *sterilizationv1.CreateBowieDickTestRequest) (*sterilizationv1.CreateBowieDickTestResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +117,7 @@ func (s *Service) CreateBowieDickTest(ctx context.Context, req *sterilizationv1.
 	}
 	tests := bowieDickTests(req.GetParent())
 	var out *sterilizationv1.BowieDickTest
-	err = s.store.Txn(ctx, store.Partition(c.Community), func(tx store.Tx) error {
+	err = s.store.Txn(ctx, c.Partition(), func(tx store.Tx) error {
 		if name, found, err := idem.Lookup(tx, c, req.GetRequestId()); err != nil || found {
 			if err == nil {
 				out, _, err = tests.Get(tx, name)
@@ -162,7 +162,7 @@ func (s *Service) CreateBowieDickTest(ctx context.Context, req *sterilizationv1.
 
 // ListBowieDickTests lists a sterilizer's B-D tests, oldest first.
 func (s *Service) ListBowieDickTests(ctx context.Context, req *sterilizationv1.ListBowieDickTestsRequest) (*sterilizationv1.ListBowieDickTestsResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -65,11 +65,11 @@ func decodeCycle(rec store.Record) (*sterilizationv1.Package, error) {
 // TracePackage returns a package's cycles, oldest first, the current one
 // last.
 func (s *Service) TracePackage(ctx context.Context, req *sterilizationv1.TracePackageRequest) (*sterilizationv1.TracePackageResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
-	part := store.Partition(c.Community)
+	part := c.Partition()
 	cur, err := packages.Load(ctx, s.store, part, req.GetName())
 	if err != nil {
 		return nil, err
@@ -107,11 +107,11 @@ func (s *Service) TracePackage(ctx context.Context, req *sterilizationv1.TracePa
 // ListPatientPackages lists the package cycles used on a patient that the
 // caller may see: the clinic that used them, their CSSD, administrators.
 func (s *Service) ListPatientPackages(ctx context.Context, req *sterilizationv1.ListPatientPackagesRequest) (*sterilizationv1.ListPatientPackagesResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
-	part := store.Partition(c.Community)
+	part := c.Partition()
 	filter := "patient|" + req.GetPatient() + "|" + c.Facility
 	cache := newLoadCache()
 	resp := &sterilizationv1.ListPatientPackagesResponse{}
@@ -138,11 +138,11 @@ func (s *Service) ListPatientPackages(ctx context.Context, req *sterilizationv1.
 // ListInventory lists the sterile packages the caller's facility holds,
 // optionally only those expiring within a number of days.
 func (s *Service) ListInventory(ctx context.Context, req *sterilizationv1.ListInventoryRequest) (*sterilizationv1.ListInventoryResponse, error) {
-	c, err := caller(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}
-	part := store.Partition(c.Community)
+	part := c.Partition()
 	filter := fmt.Sprintf("inventory|%s|%d", c.Facility, req.GetExpiresWithinDays())
 	horizon := s.clock.Now().Add(time.Duration(req.GetExpiresWithinDays()) * 24 * time.Hour)
 	cache := newLoadCache()

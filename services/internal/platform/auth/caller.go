@@ -14,6 +14,8 @@ import (
 	"time"
 
 	typev1 "github.com/countymcc/mcc/proto/mcc/type/v1"
+	"github.com/countymcc/mcc/services/internal/platform/apierr"
+	"github.com/countymcc/mcc/services/internal/store"
 )
 
 // Caller is the authenticated identity of a request.
@@ -66,6 +68,21 @@ func WithCaller(ctx context.Context, c Caller) context.Context {
 func CallerFrom(ctx context.Context) (Caller, bool) {
 	c, ok := ctx.Value(callerKey{}).(Caller)
 	return c, ok
+}
+
+// Partition is the store partition of the caller's community, where every
+// object the caller may touch is kept.
+func (c Caller) Partition() store.Partition { return store.Partition(c.Community) }
+
+// Require returns the caller the auth interceptor put into ctx, or an
+// UNAUTHENTICATED error when there is none: the handler of a method the
+// policy leaves open, or one called without the interceptor.
+func Require(ctx context.Context) (Caller, error) {
+	c, ok := CallerFrom(ctx)
+	if !ok {
+		return Caller{}, apierr.ErrUnauthenticated
+	}
+	return c, nil
 }
 
 // ParseRole parses a role as written in tokens and on the command line:

@@ -22,7 +22,6 @@ import (
 	"github.com/countymcc/mcc/services/internal/platform/apierr"
 	"github.com/countymcc/mcc/services/internal/platform/clock"
 	"github.com/countymcc/mcc/services/internal/platform/keyfile"
-	"github.com/countymcc/mcc/services/internal/store"
 )
 
 // Issuer and Audience are the iss and aud of every MCC token. A token meant
@@ -282,7 +281,7 @@ func (k *Keys) parse(token string, checkTime bool) (Caller, claims, error) {
 	if cl.IssuedAt != nil {
 		c.IssuedAt = cl.IssuedAt.Time
 	}
-	if store.Partition(c.Community).Validate() != nil || !strings.HasPrefix(c.Facility, "facilities/") || len(cl.Roles) == 0 {
+	if c.Partition().Validate() != nil || !strings.HasPrefix(c.Facility, "facilities/") || len(cl.Roles) == 0 {
 		return Caller{}, claims{}, fmt.Errorf("%w: token lacks a valid community, facility or roles", apierr.ErrUnauthenticated)
 	}
 	for _, r := range cl.Roles {

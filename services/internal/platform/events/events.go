@@ -136,7 +136,7 @@ const (
 // cursor to continue from. The cursor advances past events the caller may not
 // see, so a consumer never reads them twice.
 func (f *Feed) List(ctx context.Context, c auth.Caller, after string, pageSize int32) ([]*typev1.Event, string, error) {
-	p := store.Partition(c.Community)
+	p := c.Partition()
 	seq, err := f.decodeCursor(p, after)
 	if err != nil {
 		return nil, "", err
@@ -166,7 +166,7 @@ func (f *Feed) List(ctx context.Context, c auth.Caller, after string, pageSize i
 // Watch sends the events after the cursor that the caller may see, then
 // every new one as it is committed, until ctx ends or send fails.
 func (f *Feed) Watch(ctx context.Context, c auth.Caller, after string, send func(*typev1.Event) error) error {
-	p := store.Partition(c.Community)
+	p := c.Partition()
 	seq, err := f.decodeCursor(p, after)
 	if err != nil {
 		return err

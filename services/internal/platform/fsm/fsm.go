@@ -154,7 +154,7 @@ type Step[T proto.Message, S State] struct {
 // saves the resource with the event `<table.Event>.<state>`.
 func Transition[T proto.Message, S State](ctx context.Context, s store.Store, table resource.Table[T], m Machine[S], c auth.Caller, now time.Time, step Step[T, S]) (T, error) {
 	var out T
-	err := s.Txn(ctx, store.Partition(c.Community), func(tx store.Tx) error {
+	err := s.Txn(ctx, c.Partition(), func(tx store.Tx) error {
 		msg, version, err := table.Get(tx, step.Name)
 		if err != nil {
 			return err

@@ -26,7 +26,7 @@ type Check[T proto.Message] func(tx store.Tx, msg T) error
 // A retry with the same request ID returns the resource the first call made.
 func (t Table[T]) StandardCreate(ctx context.Context, s store.Store, c auth.Caller, requestID string, msg T, now time.Time, check Check[T]) (T, error) {
 	var out T
-	err := s.Txn(ctx, store.Partition(c.Community), func(tx store.Tx) error {
+	err := s.Txn(ctx, c.Partition(), func(tx store.Tx) error {
 		if name, found, err := idem.Lookup(tx, c, requestID); err != nil || found {
 			if err == nil {
 				out, _, err = t.Get(tx, name)
@@ -56,7 +56,7 @@ func (t Table[T]) StandardCreate(ctx context.Context, s store.Store, c auth.Call
 func (t Table[T]) StandardUpdate(ctx context.Context, s store.Store, c auth.Caller, in T, mask *fieldmaskpb.FieldMask, now time.Time, check Check[T]) (T, error) {
 	var out T
 	name := getString(in, "name")
-	err := s.Txn(ctx, store.Partition(c.Community), func(tx store.Tx) error {
+	err := s.Txn(ctx, c.Partition(), func(tx store.Tx) error {
 		cur, version, err := t.Get(tx, name)
 		if err != nil {
 			return err
@@ -90,7 +90,7 @@ func (t Table[T]) StandardList(ctx context.Context, s store.Store, c auth.Caller
 		return nil, "", err
 	}
 	var out []T
-	last, err := paging.Scan(ctx, s, store.Partition(c.Community), t.Prefix, after, paging.Size(pageSize), func(rec store.Record) (bool, error) {
+	last, err := paging.Scan(ctx, s, c.Partition(), t.Prefix, after, paging.Size(pageSize), func(rec store.Record) (bool, error) {
 		msg, err := t.Decode(rec)
 		if err != nil || !keep(msg) {
 			return false, err
