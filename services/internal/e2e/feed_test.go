@@ -470,41 +470,30 @@ func TestLongPollBoundOverREST(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// The first long poll takes the one place, trying again while a probe
-	// below holds it.
+	// The first long poll takes the one place; the gauge says when.
 	first := make(chan struct{})
 	go func() {
 		defer close(first)
-		for ctx.Err() == nil {
-			resp, err := get(ctx, "/v1/feed?wait=20s")
-			if err != nil {
-				return
-			}
+		if resp, err := get(ctx, "/v1/feed?wait=20s"); err == nil {
 			resp.Body.Close()
-			if resp.StatusCode != http.StatusTooManyRequests {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
 		}
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, err := get(context.Background(), "/v1/feed?wait=0.2s")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusTooManyRequests {
-			if got := resp.Header.Get("Retry-After"); got != "5" {
-				t.Errorf("Retry-After = %q, want 5", got)
-			}
-			break
-		}
-		if resp.StatusCode != http.StatusOK || time.Now().After(deadline) {
-			t.Fatalf("second long poll: %d, want 429 once the first waits", resp.StatusCode)
-		}
+	eventually(t, 10*time.Second, "the first long poll to hold its place", func() bool {
+		return strings.Contains(sys.do(t, "GET", "/metrics", "", "").want(t, 200).raw, "\nmcc_feed_waiting 1\n")
+	})
+	// While it holds it, a second is refused.
+	resp, err := get(context.Background(), "/v1/feed?wait=0.2s")
+	if err != nil {
+		t.Fatal(err)
 	}
-	resp, err := get(context.Background(), "/v1/feed")
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("second long poll: %d, want 429 while the first waits", resp.StatusCode)
+	}
+	if got := resp.Header.Get("Retry-After"); got != "5" {
+		t.Errorf("Retry-After = %q, want 5", got)
+	}
+	resp, err = get(context.Background(), "/v1/feed")
 	if err != nil {
 		t.Fatal(err)
 	}

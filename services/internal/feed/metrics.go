@@ -10,11 +10,12 @@ import (
 )
 
 // metrics count webhook deliveries by outcome (delivered, failed and to be
-// retried, dead-lettered) and measure how long after its commit an event
-// reached its receiver.
+// retried, dead-lettered), measure how long after its commit an event
+// reached its receiver, and gauge the long polls and watches open.
 type metrics struct {
 	deliveries *prometheus.CounterVec
 	lag        prometheus.Histogram
+	waiting    prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -28,9 +29,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time from an event's commit to its successful webhook delivery.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 3, 12),
 		}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mcc_feed_waiting",
+			Help: "Long polls and watches of the feed open in this process; at -feed.max-waiting more are refused with 429.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.deliveries, m.lag)
+		reg.MustRegister(m.deliveries, m.lag, m.waiting)
 	}
 	return m
 }

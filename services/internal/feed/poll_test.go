@@ -421,6 +421,9 @@ func TestLongPollsAreBounded(t *testing.T) {
 	if _, err := f.feed.Poll(ctx, &feedv1.PollRequest{After: cursor, Wait: durationpb.New(100 * time.Millisecond)}); err != nil {
 		t.Errorf("a long poll after the place was freed: %v", err)
 	}
+	if n := f.svc.Waiting(); n != 0 {
+		t.Errorf("mcc_feed_waiting = %d after every long poll ended, want 0", n)
+	}
 }
 
 // TestDirectReadsAreSharedAndBounded has many readers read the directory's

@@ -191,19 +191,25 @@ const waitingRetry = 5 * time.Second
 
 // admitWaiting takes a place for a long poll or a watch, or refuses it
 // with ResourceExhausted and a RetryInfo when Config.MaxWaiting are open.
-// release gives the place back.
+// release gives the place back. The mcc_feed_waiting gauge counts the
+// places taken.
 func (s *Service) admitWaiting() (release func(), err error) {
-	if s.waiting == nil {
-		return func() {}, nil
+	if s.waiting != nil {
+		select {
+		case s.waiting <- struct{}{}:
+		default:
+			st := status.Newf(codes.ResourceExhausted, "%d long polls and watches of the feed are open in this process, its limit; retry later, or poll without waiting", cap(s.waiting))
+			st, _ = st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(waitingRetry)})
+			return nil, st.Err()
+		}
 	}
-	select {
-	case s.waiting <- struct{}{}:
-		return func() { <-s.waiting }, nil
-	default:
-		st := status.Newf(codes.ResourceExhausted, "%d long polls and watches of the feed are open in this process, its limit; retry later, or poll without waiting", cap(s.waiting))
-		st, _ = st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(waitingRetry)})
-		return nil, st.Err()
-	}
+	s.metrics.waiting.Inc()
+	return func() {
+		s.metrics.waiting.Dec()
+		if s.waiting != nil {
+			<-s.waiting
+		}
+	}, nil
 }
 
 // watchWait is how long one round of Watch waits before it reads again.
