@@ -244,11 +244,17 @@ func (r *Recorder) begin(ctx context.Context, caller auth.Caller, method string)
 // finish stamps the outcome and the time and writes the record. It returns
 // the error to give the caller instead of the call's own when the record
 // could not be written.
+//
+// It waits for the record even when the caller has gone: a watch ends when
+// its client cancels it, and a write may have committed before its client's
+// deadline passed. The handler returns only once its record is committed
+// (the Writer bounds that), so a graceful stop, which waits for handlers,
+// never closes the stores under a record not yet written.
 func (r *Recorder) finish(ctx context.Context, c *call, err error) error {
 	rec := c.rec
 	rec.Outcome = rpccode.Code(apierr.Code(err)).String()
 	rec.Time = timestamppb.New(r.clock.Now())
-	if err := r.writer.Write(ctx, c.community, rec); err != nil {
+	if err := r.writer.Write(context.WithoutCancel(ctx), c.community, rec); err != nil {
 		r.logger.ErrorContext(ctx, "audit record not written; the call fails", "method", rec.GetMethod(), "error", err.Error())
 		return errUnrecorded
 	}
