@@ -68,8 +68,11 @@ type System struct {
 	stores []store.Store
 	redis  goredis.UniversalClient
 	tracer *sdktrace.TracerProvider
-	// stop ends gateway connections and open watch streams.
-	stop context.CancelFunc
+	// endWaits ends the open watch streams when a shutdown begins, so that
+	// draining the HTTP and gRPC servers does not wait for watchers that
+	// never hang up by themselves; stop then ends the gateway's
+	// connections (and anything endWaits has not).
+	endWaits, stop context.CancelFunc
 }
 
 // Options are the parts of a System that tests replace.
@@ -95,7 +98,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 	}
 	targets, _ := cfg.targets()
 	lifetime, stop := context.WithCancel(context.WithoutCancel(ctx))
-	s := &System{cfg: cfg, logger: logger, clock: opts.Clock, stop: stop}
+	waits, endWaits := context.WithCancel(lifetime)
+	s := &System{cfg: cfg, logger: logger, clock: opts.Clock, endWaits: endWaits, stop: stop}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -222,7 +226,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 			Policy:         policy,
 			TracerProvider: s.tracer,
 			Metrics:        metrics,
-			Lifetime:       lifetime,
+			Lifetime:       waits,
 			Revocations:    s.revocations(keys, opts.Clock),
 			Transport:      serverTLS,
 			Audit:          recorder,
@@ -507,11 +511,20 @@ func (s *System) retainEvents(ctx context.Context) error {
 	}
 }
 
+// shutdown stops the process in an order that loses nothing and waits for
+// nothing that would not end by itself: readiness turns false; the watches
+// end (long polls end with their page, as the feed's Run has stopped); the
+// HTTP server drains, its calls still reaching the gRPC servers; then the
+// gateway's connections close and the gRPC server drains. Only calls still
+// running at -shutdown-timeout are cut, and the cut handlers are waited for
+// (grpc.WaitForHandlers), so their audit records are committed before the
+// stores close.
 func (s *System) shutdown() {
 	s.logger.Info("mcc shutting down")
 	if s.health != nil {
 		s.health.Shutdown()
 	}
+	s.endWaits()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	s.http.Shutdown(ctx)

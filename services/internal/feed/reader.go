@@ -299,7 +299,9 @@ func merge(pos position, parts []part, limit int) ([]*typev1.Event, position) {
 const recheck = time.Second
 
 // next returns the next events after pos that v wants, waiting up to wait
-// for the first one. Waiting ends early when ctx does.
+// for the first one. Waiting ends early when ctx does, with its error, and
+// when the process stops, with the events so far (none), so that a long
+// poll does not hold up the shutdown.
 func (s *Service) next(ctx context.Context, v view, pos position, limit int, wait time.Duration) (batch, error) {
 	until := time.Now().Add(wait)
 	for {
@@ -321,6 +323,9 @@ func (s *Service) next(ctx context.Context, v view, pos position, limit int, wai
 		case <-ctx.Done():
 			timer.Stop()
 			return b, ctx.Err()
+		case <-s.lifetime.Done():
+			timer.Stop()
+			return b, nil
 		case <-signal:
 		case <-timer.C:
 		}

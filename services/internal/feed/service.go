@@ -56,9 +56,11 @@ type Service struct {
 
 	sources []*eventfeed.Source
 	hub     *hub
-	stop    context.CancelFunc
-	webhook *deliverer
-	metrics *metrics
+	// lifetime ends, by stop, when Run does: the process is stopping.
+	lifetime context.Context
+	stop     context.CancelFunc
+	webhook  *deliverer
+	metrics  *metrics
 	// kick wakes the dispatcher when a subscription changes here.
 	kick chan struct{}
 	// waiting holds a token for each open long poll and watch, when
@@ -97,7 +99,7 @@ func New(d Deps, cfg Config) (*Service, error) {
 	lifetime, stop := context.WithCancel(context.Background())
 	s := &Service{
 		store: d.Store, clock: d.Clock, peers: d.Peers, pii: d.PII, logger: d.Logger, cfg: cfg,
-		retention: d.Retention, feed: events.NewFeed(d.Store, Name), stop: stop, webhook: deliver,
+		retention: d.Retention, feed: events.NewFeed(d.Store, Name), lifetime: lifetime, stop: stop, webhook: deliver,
 		kick: make(chan struct{}, 1), metrics: newMetrics(d.Metrics), readSlots: make(chan struct{}, directReads),
 	}
 	if cfg.MaxWaiting > 0 {
@@ -212,6 +214,9 @@ func (s *Service) admitWaiting() (release func(), err error) {
 	}, nil
 }
 
+// errStopping ends a watch when the process stops.
+var errStopping = status.Error(codes.Unavailable, "the feed is stopping; watch again, after the last cursor received")
+
 // watchWait is how long one round of Watch waits before it reads again.
 const watchWait = 30 * time.Second
 
@@ -242,6 +247,9 @@ func (s *Service) Watch(req *feedv1.WatchRequest, stream grpc.ServerStreamingSer
 			}
 		}
 		pos = b.next
+		if s.lifetime.Err() != nil {
+			return errStopping
+		}
 	}
 }
 

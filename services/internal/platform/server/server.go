@@ -177,6 +177,9 @@ func New(cfg Config, d Deps) (*grpc.Server, *health.Server, error) {
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
+		// Stop, too, waits for the handlers it cancels: each commits its
+		// call's audit record before returning, and the stores close after.
+		grpc.WaitForHandlers(true),
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
@@ -200,7 +203,11 @@ func capDeadline(limit time.Duration) grpc.UnaryServerInterceptor {
 	}
 }
 
-// endWith cancels every stream's context when lifetime ends.
+// errStopping ends a stream that endWith cut short.
+var errStopping = status.Error(codes.Unavailable, "the server is stopping; open the stream again, after the last cursor received")
+
+// endWith cancels every stream's context when lifetime ends; the client
+// then gets UNAVAILABLE, which it retries, rather than CANCELLED.
 func endWith(lifetime context.Context) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		if lifetime == nil {
@@ -212,6 +219,10 @@ func endWith(lifetime context.Context) grpc.StreamServerInterceptor {
 		defer stop()
 		wrapped := middleware.WrapServerStream(ss)
 		wrapped.WrappedContext = ctx
-		return handler(srv, wrapped)
+		err := handler(srv, wrapped)
+		if err != nil && lifetime.Err() != nil && ss.Context().Err() == nil {
+			return errStopping
+		}
+		return err
 	}
 }
