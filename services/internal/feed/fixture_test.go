@@ -48,7 +48,9 @@ type fixture struct {
 	feedStore store.Store
 	pii       *pii.Protector
 	svc       *feed.Service
-	cfg       feed.Config
+	// stopSvc stops svc's Run, as a process's shutdown does.
+	stopSvc func()
+	cfg     feed.Config
 }
 
 // late lets the feed service be registered before it can be built: it
@@ -94,7 +96,7 @@ func newFixture(t testing.TB, cfg feed.Config) *fixture {
 		dir.Register(s)
 		feedv1.RegisterFeedServiceServer(s, feedSrv)
 	})
-	f.svc = f.service(t, cfg, map[string]*grpc.ClientConn{directory.Name: f.Conn, feed.Name: f.Conn})
+	f.svc, f.stopSvc = f.service(t, cfg, map[string]*grpc.ClientConn{directory.Name: f.Conn, feed.Name: f.Conn})
 	feedSrv.FeedServiceServer = f.svc
 	f.dir = directoryv1.NewDirectoryServiceClient(f.Conn)
 	f.feed = feedv1.NewFeedServiceClient(f.Conn)
@@ -102,8 +104,8 @@ func newFixture(t testing.TB, cfg feed.Config) *fixture {
 }
 
 // service builds and runs another feed service on the fixture's stores,
-// with its own connections, until the test ends.
-func (f *fixture) service(t testing.TB, cfg feed.Config, conns map[string]*grpc.ClientConn) *feed.Service {
+// with its own connections, until the test ends or stop is called.
+func (f *fixture) service(t testing.TB, cfg feed.Config, conns map[string]*grpc.ClientConn) (svc *feed.Service, stop func()) {
 	t.Helper()
 	svc, err := feed.New(feed.Deps{
 		Store: f.feedStore, Clock: clock.System{}, PII: f.pii, Retention: 30 * 24 * time.Hour,
@@ -119,11 +121,12 @@ func (f *fixture) service(t testing.TB, cfg feed.Config, conns map[string]*grpc.
 		svc.Run(ctx)
 		close(done)
 	}()
-	t.Cleanup(func() {
+	stop = func() {
 		cancel()
 		<-done
-	})
-	return svc
+	}
+	t.Cleanup(stop)
+	return svc, stop
 }
 
 // deadConn is a connection to a port where nothing listens.

@@ -253,7 +253,7 @@ func TestASourceThatIsDownOrMissingLosesNothing(t *testing.T) {
 		{"directory not deployed", "v-missing", map[string]*grpc.ClientConn{feed.Name: f.Conn}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			broken := f.service(t, testConfig(), tt.conns)
+			broken, _ := f.service(t, testConfig(), tt.conns)
 			f.village(t, tt.village, "dls")
 			sub, err := f.feed.CreateSubscription(f.clinic(t, "dls"), &feedv1.CreateSubscriptionRequest{Subscription: &feedv1.Subscription{Url: "https://10.0.0.1/hook"}})
 			if err != nil {
@@ -426,6 +426,51 @@ func TestLongPollsAreBounded(t *testing.T) {
 	}
 }
 
+// TestStoppingEndsLongPollsAndWatches: when the feed stops, as it does
+// when its process shuts down, an open long poll is answered at once with
+// its page and cursor and an open watch ends UNAVAILABLE, which clients
+// retry; neither holds up the shutdown.
+func TestStoppingEndsLongPollsAndWatches(t *testing.T) {
+	f := newFixture(t, testConfig())
+	f.county(t)
+	ctx, cancel := context.WithTimeout(f.clinic(t, "dls"), 30*time.Second)
+	defer cancel()
+	_, cursor := poll(t, f.feed, ctx, "")
+	type answer struct {
+		resp *feedv1.PollResponse
+		err  error
+	}
+	polled := make(chan answer, 1)
+	go func() {
+		resp, err := f.feed.Poll(ctx, &feedv1.PollRequest{After: cursor, Wait: durationpb.New(50 * time.Second)})
+		polled <- answer{resp, err}
+	}()
+	stream, err := f.feed.Watch(ctx, &feedv1.WatchRequest{After: cursor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.svc.Waiting() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the long poll and the watch are open, want both", f.svc.Waiting())
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	f.stopSvc()
+	select {
+	case a := <-polled:
+		if a.err != nil || len(a.resp.GetEvents()) != 0 || a.resp.GetNextCursor() == "" {
+			t.Errorf("the long poll open at the stop: %v, %v; want no events and a cursor", a.resp, a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the long poll outlived the feed's stop by 10 s")
+	}
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("the watch open at the stop ended with %v, want UNAVAILABLE", err)
+	}
+}
+
 // TestDirectReadsAreSharedAndBounded has many readers read the directory's
 // events directly at once, through a connection that makes every ListEvents
 // call slow, so calls overlap. Readers at the same position share one call;
@@ -448,7 +493,7 @@ func TestDirectReadsAreSharedAndBounded(t *testing.T) {
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}))
-	svc := f.service(t, testConfig(), map[string]*grpc.ClientConn{directory.Name: slow, feed.Name: f.Conn})
+	svc, _ := f.service(t, testConfig(), map[string]*grpc.ClientConn{directory.Name: slow, feed.Name: f.Conn})
 	ctx := auth.WithCaller(context.Background(), caller("dls"))
 
 	// The positions after each of the first 40 events dls sees.

@@ -35,6 +35,7 @@ import (
 	"github.com/countymcc/mcc/services/internal/platform/events"
 	"github.com/countymcc/mcc/services/internal/platform/peer"
 	"github.com/countymcc/mcc/services/internal/platform/pii"
+	"github.com/countymcc/mcc/services/internal/platform/server"
 	"github.com/countymcc/mcc/services/internal/store"
 )
 
@@ -214,9 +215,6 @@ func (s *Service) admitWaiting() (release func(), err error) {
 	}, nil
 }
 
-// errStopping ends a watch when the process stops.
-var errStopping = status.Error(codes.Unavailable, "the feed is stopping; watch again, after the last cursor received")
-
 // watchWait is how long one round of Watch waits before it reads again.
 const watchWait = 30 * time.Second
 
@@ -248,7 +246,7 @@ func (s *Service) Watch(req *feedv1.WatchRequest, stream grpc.ServerStreamingSer
 		}
 		pos = b.next
 		if s.lifetime.Err() != nil {
-			return errStopping
+			return server.ErrStopping
 		}
 	}
 }

@@ -203,8 +203,8 @@ func capDeadline(limit time.Duration) grpc.UnaryServerInterceptor {
 	}
 }
 
-// errStopping ends a stream that endWith cut short.
-var errStopping = status.Error(codes.Unavailable, "the server is stopping; open the stream again, after the last cursor received")
+// ErrStopping ends a stream cut short because the process is stopping.
+var ErrStopping = status.Error(codes.Unavailable, "the server is stopping; open the stream again, after the last cursor received")
 
 // endWith cancels every stream's context when lifetime ends; the client
 // then gets UNAVAILABLE, which it retries, rather than CANCELLED.
@@ -221,7 +221,7 @@ func endWith(lifetime context.Context) grpc.StreamServerInterceptor {
 		wrapped.WrappedContext = ctx
 		err := handler(srv, wrapped)
 		if err != nil && lifetime.Err() != nil && ss.Context().Err() == nil {
-			return errStopping
+			return ErrStopping
 		}
 		return err
 	}
