@@ -70,6 +70,7 @@ type Config struct {
 	EventRetention  time.Duration
 	Feed            feed.Config
 	ShutdownTimeout time.Duration
+	ShutdownDelay   time.Duration
 	LogLevel        slog.Level
 	Lab             lab.Config
 	Imaging         imaging.Config
@@ -148,6 +149,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.EventRetention, "events.retention", 30*24*time.Hour, "how long change feeds keep events; older cursors must resynchronize")
 	c.Feed.RegisterFlags(fs)
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "longest graceful shutdown before open calls are cut")
+	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "at a stop, how long to go on serving after readiness turns false, before watches end and the servers drain, so load balancers (Kubernetes endpoints) stop sending calls first")
 	fs.TextVar(&c.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	c.Lab.RegisterFlags(fs)
 	c.Imaging.RegisterFlags(fs)
@@ -212,6 +214,9 @@ func (c *Config) validate() error {
 	}
 	if c.RateLimit < 0 || (c.RateLimit > 0 && c.RateBurst < 1) {
 		errs = append(errs, errors.New("-gateway.rate-limit, -gateway.rate-burst: the limit must be 0 or more, the burst at least 1"))
+	}
+	if c.ShutdownTimeout <= 0 || c.ShutdownDelay < 0 {
+		errs = append(errs, errors.New("-shutdown-timeout, -shutdown-delay: the timeout must be positive, the delay 0 or more"))
 	}
 	if c.RevocationPoll <= 0 {
 		errs = append(errs, errors.New("-auth.revocation-poll: must be positive"))

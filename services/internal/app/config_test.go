@@ -26,6 +26,8 @@ func TestInvalidConfigFailsFast(t *testing.T) {
 		"TLS without its CA":      {[]string{"-tls.cert=a.pem", "-tls.key=a.key"}, "-tls.ca"},
 		"retention under an hour": {[]string{"-events.retention=5m"}, "-events.retention"},
 		"keepalive under 10s":     {[]string{"-grpc.client-keepalive=2s"}, "-grpc.client-keepalive"},
+		"negative shutdown delay": {[]string{"-shutdown-delay=-1s"}, "-shutdown-delay"},
+		"no shutdown timeout":     {[]string{"-shutdown-timeout=0s"}, "-shutdown-timeout"},
 		"bad listen address":      {[]string{"-http-addr=127.0.0.1:0", "-grpc-addr=256.1.1.1:1"}, "-grpc-addr"},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -73,6 +74,10 @@ type System struct {
 	// never hang up by themselves; stop then ends the gateway's
 	// connections (and anything endWaits has not).
 	endWaits, stop context.CancelFunc
+	// waits is the context endWaits ends; the runners run in it.
+	waits context.Context
+	// stopping turns /readyz false when a shutdown begins.
+	stopping atomic.Bool
 }
 
 // Options are the parts of a System that tests replace.
@@ -99,7 +104,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 	targets, _ := cfg.targets()
 	lifetime, stop := context.WithCancel(context.WithoutCancel(ctx))
 	waits, endWaits := context.WithCancel(lifetime)
-	s := &System{cfg: cfg, logger: logger, clock: opts.Clock, endWaits: endWaits, stop: stop}
+	s := &System{cfg: cfg, logger: logger, clock: opts.Clock, waits: waits, endWaits: endWaits, stop: stop}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -274,6 +279,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) (_ 
 			return nil, err
 		}
 		httpMux.Handle("/", h)
+		httpMux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+			if s.stopping.Load() {
+				http.Error(w, "stopping", http.StatusServiceUnavailable)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
 	} else {
 		httpMux.Handle("GET /metrics", metricsHandler)
 		httpMux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
@@ -448,9 +460,8 @@ func (s *System) GRPCAddr() string {
 // HTTPAddr is the address the HTTP server listens on.
 func (s *System) HTTPAddr() string { return dialAddr(s.httpLis.Addr()) }
 
-// Run serves until ctx ends, then shuts down gracefully: readiness turns
-// false, the HTTP server stops taking calls, watch streams end, open calls
-// finish (or are cut after -shutdown-timeout), and the stores close.
+// Run serves until ctx ends, then shuts down gracefully (see shutdown) and
+// closes the stores.
 func (s *System) Run(ctx context.Context) error {
 	defer s.close()
 	g, gctx := errgroup.WithContext(ctx)
@@ -475,10 +486,12 @@ func (s *System) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	// The runners stop with the watches, after -shutdown-delay: until then
+	// the feed answers long polls as usual.
 	for _, r := range s.runners {
-		g.Go(func() error { return r.Run(gctx) })
+		g.Go(func() error { return r.Run(s.waits) })
 	}
-	g.Go(func() error { return s.retainEvents(gctx) })
+	g.Go(func() error { return s.retainEvents(s.waits) })
 	s.logger.Info("mcc started", "target", s.cfg.Target, "store", s.cfg.Store, "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
 	g.Go(func() error {
 		<-gctx.Done()
@@ -512,8 +525,10 @@ func (s *System) retainEvents(ctx context.Context) error {
 }
 
 // shutdown stops the process in an order that loses nothing and waits for
-// nothing that would not end by itself: readiness turns false; the watches
-// end (long polls end with their page, as the feed's Run has stopped); the
+// nothing that would not end by itself: readiness turns false, and the
+// process goes on serving for -shutdown-delay, while load balancers take it
+// out; the watches end and the runners stop (long polls end with their
+// page, as the feed's Run has stopped); the
 // HTTP server drains, its calls still reaching the gRPC servers; then the
 // gateway's connections close and the gRPC server drains. Only calls still
 // running at -shutdown-timeout are cut, and the cut handlers are waited for
@@ -521,8 +536,13 @@ func (s *System) retainEvents(ctx context.Context) error {
 // stores close.
 func (s *System) shutdown() {
 	s.logger.Info("mcc shutting down")
+	s.stopping.Store(true)
 	if s.health != nil {
 		s.health.Shutdown()
+	}
+	if d := s.cfg.ShutdownDelay; d > 0 {
+		s.logger.Info("serving on, not ready, for -shutdown-delay", "delay", d.String())
+		time.Sleep(d)
 	}
 	s.endWaits()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)

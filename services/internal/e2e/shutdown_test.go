@@ -69,3 +69,29 @@ func TestShutdownEndsWatchesAndLongPolls(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownDelayServesWhileNotReady: with -shutdown-delay, a stopping
+// mcc answers /readyz 503 at once but goes on serving calls, long polls
+// included, for the delay, so a load balancer can take it out first.
+func TestShutdownDelayServesWhileNotReady(t *testing.T) {
+	const delay = 5 * time.Second
+	sys, stop := startStoppable(t, t.TempDir(), "-shutdown-delay="+delay.String())
+	admin := sys.token(t, "demo", "qrmyy", time.Hour, typev1.Role_ROLE_ADMIN)
+	sys.do(t, "GET", "/readyz", "", "").want(t, 200)
+
+	began := time.Now()
+	stopped := make(chan struct{})
+	go func() {
+		stop()
+		close(stopped)
+	}()
+	eventually(t, delay, "/readyz to turn 503", func() bool {
+		return sys.do(t, "GET", "/readyz", "", "").status == http.StatusServiceUnavailable
+	})
+	sys.do(t, "GET", "/v1/facilities", admin, "").want(t, 200)
+	sys.do(t, "GET", "/v1/feed?wait=0.1s", admin, "").want(t, 200)
+	<-stopped
+	if took := time.Since(began); took < delay {
+		t.Errorf("mcc stopped %v after it was told to, before its -shutdown-delay %v", took, delay)
+	}
+}
