@@ -69,13 +69,13 @@ type System struct {
 	stores []store.Store
 	redis  goredis.UniversalClient
 	tracer *sdktrace.TracerProvider
-	// endWaits ends the open watch streams when a shutdown begins, so that
-	// draining the HTTP and gRPC servers does not wait for watchers that
-	// never hang up by themselves; stop then ends the gateway's
+	// waits ends, by endWaits, once a shutdown's -shutdown-delay is over:
+	// the open watch streams end with it, so that draining the HTTP and
+	// gRPC servers does not wait for watchers that never hang up by
+	// themselves, and the runners stop. stop then ends the gateway's
 	// connections (and anything endWaits has not).
+	waits          context.Context
 	endWaits, stop context.CancelFunc
-	// waits is the context endWaits ends; the runners run in it.
-	waits context.Context
 	// stopping turns /readyz false when a shutdown begins.
 	stopping atomic.Bool
 }
@@ -525,15 +525,17 @@ func (s *System) retainEvents(ctx context.Context) error {
 }
 
 // shutdown stops the process in an order that loses nothing and waits for
-// nothing that would not end by itself: readiness turns false, and the
-// process goes on serving for -shutdown-delay, while load balancers take it
-// out; the watches end and the runners stop (long polls end with their
-// page, as the feed's Run has stopped); the
-// HTTP server drains, its calls still reaching the gRPC servers; then the
-// gateway's connections close and the gRPC server drains. Only calls still
-// running at -shutdown-timeout are cut, and the cut handlers are waited for
-// (grpc.WaitForHandlers), so their audit records are committed before the
-// stores close.
+// nothing that would not end by itself:
+//  1. readiness turns false, and the process goes on serving for
+//     -shutdown-delay, while load balancers take it out;
+//  2. the watches end and the runners stop (so long polls are answered
+//     with their page: the feed's Run has stopped);
+//  3. the HTTP server drains, its calls still reaching the gRPC servers;
+//  4. the gateway's connections close and the gRPC server drains.
+//
+// Only calls still running at -shutdown-timeout are cut, and the cut
+// handlers are waited for (grpc.WaitForHandlers), so their audit records
+// are committed before the stores close.
 func (s *System) shutdown() {
 	s.logger.Info("mcc shutting down")
 	s.stopping.Store(true)
