@@ -104,9 +104,10 @@ type Deps struct {
 	// Metrics, if not nil, records RED metrics per method. Register it with
 	// the process's Prometheus registry.
 	Metrics *grpcprom.ServerMetrics
-	// Lifetime ends when the process starts shutting down. Streams (watches)
-	// end with it, so that a graceful stop does not wait for watchers that
-	// would never hang up by themselves.
+	// Lifetime ends when a shutdown stops serving watches (after
+	// -shutdown-delay). Streams end with it, UNAVAILABLE, so that draining
+	// the server does not wait for watchers that would never hang up by
+	// themselves.
 	Lifetime context.Context
 	// Transport holds the TLS options of the server (none: plaintext).
 	Transport []grpc.ServerOption
