@@ -42,7 +42,7 @@ test: ## Run every test of the three modules (Redis tests start their own redis-
 	$(GO) test -race -count=1 -timeout=30m $(TEST_FLAGS) $(MODULES)
 
 .PHONY: test-faults
-test-faults: ## Run the fault tests: SIGKILL, Redis restart and failover, split mode, abusive clients (docs/RELIABILITY.md).
+test-faults: ## Run the fault tests: SIGKILL, SIGTERM, Redis restart and failover, split mode, abusive clients (docs/RELIABILITY.md).
 	$(GO) vet -tags faults ./services/internal/faults/
 	$(GO) test -tags faults -count=1 -timeout=15m -v $(TEST_FLAGS) ./services/internal/faults/
 

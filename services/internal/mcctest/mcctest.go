@@ -121,16 +121,22 @@ func (p *Process) Kill() { p.Stop(0) }
 // LogTail returns the end of the process's log.
 func (p *Process) LogTail() string { return testproc.Tail(p.LogPath, 3000) }
 
-// DialDirectory returns a client of the directory at addr, over a
-// plaintext loopback connection closed when the test ends.
-func DialDirectory(t testing.TB, addr string) directoryv1.DirectoryServiceClient {
+// Dial returns a plaintext loopback connection to the gRPC server at addr,
+// closed when the test ends.
+func Dial(t testing.TB, addr string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return directoryv1.NewDirectoryServiceClient(conn)
+	return conn
+}
+
+// DialDirectory returns a client of the directory at addr (see Dial).
+func DialDirectory(t testing.TB, addr string) directoryv1.DirectoryServiceClient {
+	t.Helper()
+	return directoryv1.NewDirectoryServiceClient(Dial(t, addr))
 }
 
 // Facilities returns every facility of the directory at c, page by page.
