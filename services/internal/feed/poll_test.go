@@ -378,13 +378,7 @@ func TestLongPollsAreBounded(t *testing.T) {
 		_, err := f.feed.Poll(ctx, &feedv1.PollRequest{After: cursor, Wait: durationpb.New(10 * time.Second)})
 		done <- err
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for f.svc.Waiting() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the first long poll never took its place")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, 5*time.Second, "the first long poll to take its place", func() bool { return f.svc.Waiting() == 1 })
 	refused := func(err error) bool {
 		if status.Code(err) != codes.ResourceExhausted {
 			return false
@@ -449,13 +443,7 @@ func TestStoppingEndsLongPollsAndWatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for f.svc.Waiting() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of the long poll and the watch are open, want both", f.svc.Waiting())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, 5*time.Second, "the long poll and the watch to be open", func() bool { return f.svc.Waiting() == 2 })
 
 	f.stopSvc()
 	select {
